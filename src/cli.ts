@@ -1,0 +1,112 @@
+import { parseArgs } from "node:util";
+import { createAudit } from "./infra/audit";
+import { openDatabase } from "./infra/db/client";
+import { createLogger } from "./infra/logger";
+import { createMetrics } from "./infra/metrics";
+import { ConfigError, parseConfig } from "./config";
+import { SCOPES, type Scope } from "./modules/auth/model";
+import { createAuthService } from "./modules/auth/service";
+
+const USAGE = `Usage: bun run cli <command>
+
+  migrate                                   apply database migrations
+  clients create --name NAME --scopes a,b   create a client; prints its secret once
+  clients list                              list clients (never secrets)
+  clients revoke CLIENT_ID                  revoke a client; its tokens stop working at once
+
+Scopes: ${SCOPES.join(", ")}. Uses DATABASE_URL, or the embedded database in DATA_DIR when unset.`;
+
+class UsageError extends Error {}
+
+export async function runCli(argv: string[], out: (line: string) => void = console.log): Promise<number> {
+  const [command, subcommand, ...rest] = argv;
+  if (!command || command === "help" || command === "--help") {
+    out(USAGE);
+    return command ? 0 : 2;
+  }
+  const config = parseConfig(process.env, { requireSecret: false });
+  const logger = createLogger(process.env.LOG_LEVEL ?? "warn");
+  const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, poolMax: 2 });
+  try {
+    await database.migrate();
+    if (command === "migrate") {
+      out(`migrations applied (${database.kind})`);
+      return 0;
+    }
+    if (command !== "clients") throw new UsageError(`Unknown command: ${command}`);
+    const metrics = createMetrics({ collectProcessMetrics: false });
+    const audit = createAudit({ database, metrics, logger });
+    const auth = createAuthService({ config, database, audit, metrics, logger });
+
+    if (subcommand === "create") {
+      const { values } = parseArgs({
+        args: rest,
+        options: { name: { type: "string" }, scopes: { type: "string" } },
+        strict: true,
+      });
+      if (!values.name) throw new UsageError("--name is required");
+      const scopes = (values.scopes ?? "agents:read")
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean);
+      const unknown = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
+      if (unknown.length || scopes.length === 0) throw new UsageError(`Unknown scope: ${unknown.join(", ")}`);
+      const created = await auth.createClient({ name: values.name, scopes: scopes as Scope[] });
+      await audit.recordDetached({
+        actor: "cli",
+        action: "client.created",
+        target: created.client_id,
+        outcome: "success",
+        details: { name: created.name, scopes: created.scopes },
+      });
+      out(`client_id:     ${created.client_id}`);
+      out(`client_secret: ${created.client_secret}`);
+      out(`scopes:        ${created.scopes.join(" ")}`);
+      out("Store the secret now: it is not shown again and only its hash is kept.");
+      return 0;
+    }
+    if (subcommand === "list") {
+      for (const row of await auth.listClients())
+        out(
+          `${row.clientId}\t${row.disabled ? "revoked" : "active"}\t${row.scopes.join(",")}\t${row.name}\t${row.createdAt.toISOString()}`,
+        );
+      return 0;
+    }
+    if (subcommand === "revoke") {
+      const clientId = rest[0];
+      if (!clientId) throw new UsageError("clients revoke needs a CLIENT_ID");
+      if (!(await auth.revokeClient(clientId))) {
+        out(`No client ${clientId}`);
+        return 1;
+      }
+      await audit.recordDetached({
+        actor: "cli",
+        action: "client.revoked",
+        target: clientId,
+        outcome: "success",
+      });
+      out(`revoked ${clientId}`);
+      return 0;
+    }
+    throw new UsageError(`Unknown clients subcommand: ${subcommand ?? "(none)"}`);
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof TypeError) {
+      out(`${error.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw error;
+  } finally {
+    await database.close();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    process.exitCode = await runCli(process.argv.slice(2));
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`Configuration error: ${error.message}`);
+      process.exitCode = 1;
+    } else throw error;
+  }
+}

@@ -1,0 +1,122 @@
+import { mkdirSync } from "node:fs";
+import { resolve } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { pg_trgm } from "@electric-sql/pglite/contrib/pg_trgm";
+import { type SQL, sql } from "drizzle-orm";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
+import { migrate as migratePostgres } from "drizzle-orm/postgres-js/migrator";
+import postgres from "postgres";
+import * as schema from "./schema";
+
+export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
+export type Tx = Parameters<Parameters<Db["transaction"]>[0]>[0];
+export type Executor = Db | Tx;
+
+export const MIGRATIONS_FOLDER = resolve(import.meta.dir, "../../../drizzle");
+
+/** Arbitrary constant naming the advisory lock that serialises migrations across instances. */
+const MIGRATION_LOCK_KEY = 727_420_001;
+
+export type Database = {
+  db: Db;
+  kind: "postgres" | "pglite";
+  /** Runs raw SQL and returns rows whichever driver is underneath (the drivers shape results differently). */
+  rows<T extends Record<string, unknown>>(query: SQL, executor?: Executor): Promise<T[]>;
+  ping(timeoutMs?: number): Promise<void>;
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+};
+
+export type DatabaseOptions = {
+  url?: string;
+  /** Where PGlite keeps its files when `url` is unset; "memory://" keeps them in memory. */
+  dataDir: string;
+  poolMax: number;
+};
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function extractRows<T>(result: Promise<unknown>): Promise<T[]> {
+  const value = (await result) as { rows?: T[] } | T[];
+  return Array.isArray(value) ? value : (value.rows ?? []);
+}
+
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  if (options.url) return openPostgres(options.url, options.poolMax);
+  return openPglite(options.dataDir);
+}
+
+async function openPostgres(url: string, poolMax: number): Promise<Database> {
+  const client = postgres(url, {
+    max: poolMax,
+    idle_timeout: 30,
+    connect_timeout: 5,
+    onnotice: () => {},
+  });
+  const db = drizzlePostgres(client, { schema }) as unknown as Db;
+  const rows = <T extends Record<string, unknown>>(query: SQL, executor: Executor = db) =>
+    extractRows<T>(executor.execute(query));
+  return {
+    db,
+    kind: "postgres",
+    rows,
+    ping: async (timeoutMs = 2000) => {
+      await withTimeout(rows(sql`select 1`), timeoutMs, "database ping");
+    },
+    migrate: async () => {
+      // One dedicated connection holds the advisory lock for the whole migration, so instances
+      // booting together apply each migration once and the others wait, then find nothing to do.
+      const single = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10 });
+      try {
+        await single`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
+        await migratePostgres(drizzlePostgres(single), { migrationsFolder: MIGRATIONS_FOLDER });
+        await single`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`;
+      } finally {
+        await single.end({ timeout: 5 });
+      }
+    },
+    close: async () => {
+      await client.end({ timeout: 5 });
+    },
+  };
+}
+
+async function openPglite(dataDir: string): Promise<Database> {
+  const inMemory = dataDir.startsWith("memory://");
+  if (!inMemory) mkdirSync(dataDir, { recursive: true });
+  const client = await PGlite.create({
+    dataDir: inMemory ? dataDir : resolve(dataDir),
+    extensions: { pg_trgm },
+  });
+  const db = drizzlePglite(client, { schema }) as unknown as Db;
+  const rows = <T extends Record<string, unknown>>(query: SQL, executor: Executor = db) =>
+    extractRows<T>(executor.execute(query));
+  let closed = false;
+  return {
+    db,
+    kind: "pglite",
+    rows,
+    ping: async (timeoutMs = 2000) => {
+      if (closed) throw new Error("embedded database is closed");
+      await withTimeout(rows(sql`select 1`), timeoutMs, "database ping");
+    },
+    // PGlite is a single in-process connection: no other instance can race the migration.
+    migrate: async () => {
+      await migratePglite(drizzlePglite(client), { migrationsFolder: MIGRATIONS_FOLDER });
+    },
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await client.close();
+    },
+  };
+}

@@ -1,0 +1,270 @@
+import { Elysia } from "elysia";
+import type { Config } from "../config";
+import { ApiError, type ErrorCode, type FieldError, problemResponse } from "../errors";
+import type { Logger } from "./logger";
+import type { Metrics } from "./metrics";
+
+/** Per-request facts gathered before routing and read by the access log, audit and rate limiter. */
+export type RequestState = {
+  startedAt: number;
+  requestId: string;
+  ip: string | null;
+  clientId: string | null;
+};
+
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
+
+/** Exact request bodies, kept so a card can be stored byte for byte as its publisher sent it. */
+export type RawBodies = WeakMap<Request, string>;
+
+export const SECURITY_HEADERS: Record<string, string> = {
+  "strict-transport-security": "max-age=63072000; includeSubDomains",
+  "content-security-policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+  "x-content-type-options": "nosniff",
+  "x-frame-options": "DENY",
+  "referrer-policy": "no-referrer",
+  "cross-origin-resource-policy": "same-site",
+};
+
+/** Swagger UI loads its script and styles from a CDN; only /docs gets a policy that allows it. */
+const DOCS_CSP =
+  "default-src 'none'; script-src 'unsafe-inline' https://unpkg.com; style-src 'unsafe-inline' https://unpkg.com; " +
+  "img-src 'self' data: https://unpkg.com; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+export function clientIp(
+  request: Request,
+  server: { requestIP(r: Request): { address: string } | null } | null,
+  trustProxy: boolean,
+) {
+  if (trustProxy) {
+    // The proxy in front of us appends the address it saw as the last entry; earlier ones are client-supplied.
+    const forwarded = request.headers.get("x-forwarded-for");
+    const last = forwarded?.split(",").pop()?.trim();
+    if (last) return last;
+    const real = request.headers.get("x-real-ip");
+    if (real) return real.trim();
+  }
+  return server?.requestIP(request)?.address ?? null;
+}
+
+/** Reads a body up to `limit` bytes, failing as soon as the stream passes it, without buffering the rest. */
+export async function readBodyText(request: Request, limit: number): Promise<string> {
+  if (!request.body) return "";
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => {});
+      throw new ApiError("PAYLOAD_TOO_LARGE", `Request body exceeds ${limit} bytes`);
+    }
+    chunks.push(value);
+  }
+  const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw new ApiError("VALIDATION_FAILED", "Request body is not valid UTF-8");
+  }
+}
+
+function formToObject(text: string): Record<string, string | string[]> {
+  const result: Record<string, string | string[]> = Object.create(null);
+  for (const [key, value] of new URLSearchParams(text)) {
+    const existing = result[key];
+    if (existing === undefined) result[key] = value;
+    else result[key] = Array.isArray(existing) ? [...existing, value] : [existing, value];
+  }
+  return result;
+}
+
+function validationErrors(error: unknown): FieldError[] {
+  const source = error as {
+    all?: Array<{ path?: string; message?: string; summary?: string }>;
+    type?: string;
+  };
+  const where = (error as { type?: string }).type ?? "";
+  const list = Array.isArray(source.all) ? source.all : [];
+  return list.slice(0, 50).map((e) => ({
+    path: `/${where}${e.path ?? ""}`,
+    message: e.summary ?? e.message ?? "Invalid value",
+  }));
+}
+
+const DB_UNAVAILABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+  "57P01",
+  "57P02",
+  "57P03",
+  "53300",
+]);
+
+function isDependencyFailure(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; current && depth < 5; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === "string" && DB_UNAVAILABLE_CODES.has(code)) return true;
+    const message = (current as { message?: unknown }).message;
+    if (typeof message === "string" && /embedded database is closed|PGlite is closed/i.test(message))
+      return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/** Request state and raw bodies live beside the Request object, not in globals, one set per app. */
+export function createRequestContext() {
+  const states = new WeakMap<Request, RequestState>();
+  const rawBodies: RawBodies = new WeakMap();
+  const stateOf = (request: Request): RequestState => {
+    let state = states.get(request);
+    if (!state) {
+      state = { startedAt: performance.now(), requestId: crypto.randomUUID(), ip: null, clientId: null };
+      states.set(request, state);
+    }
+    return state;
+  };
+  return { states, stateOf, rawBodies };
+}
+export type RequestContext = ReturnType<typeof createRequestContext>;
+
+/**
+ * Cross-cutting HTTP behaviour shared by every route: request ids, security headers, the body limit,
+ * JSON and form parsing (keeping the raw text), the one error handler, the access log and request metrics.
+ */
+export function webPipeline(deps: {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  requests: RequestContext;
+}) {
+  const { config, logger, metrics } = deps;
+  const { states, stateOf, rawBodies } = deps.requests;
+
+  return new Elysia({ name: "web-pipeline" })
+    .onRequest(({ request, set, server }) => {
+      const incoming = request.headers.get("x-request-id");
+      const state: RequestState = {
+        startedAt: performance.now(),
+        requestId: incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : crypto.randomUUID(),
+        ip: clientIp(request, server, config.trustProxy),
+        clientId: null,
+      };
+      states.set(request, state);
+      Object.assign(set.headers, SECURITY_HEADERS);
+      set.headers["x-request-id"] = state.requestId;
+      const path = request.url.slice(request.url.indexOf("/", 8));
+      if (path.startsWith("/docs")) set.headers["content-security-policy"] = DOCS_CSP;
+
+      const declared = request.headers.get("content-length");
+      if (declared !== null && Number(declared) > config.maxBodyBytes)
+        return problemResponse(
+          "PAYLOAD_TOO_LARGE",
+          `Request body of ${declared} bytes exceeds the limit of ${config.maxBodyBytes} bytes`,
+          state.requestId,
+          { ...SECURITY_HEADERS, "x-request-id": state.requestId, connection: "close" },
+        );
+    })
+    .onParse({ as: "global" }, async ({ request, contentType }) => {
+      const type = contentType.split(";")[0]!.trim().toLowerCase();
+      if (type === "application/json" || type.endsWith("+json")) {
+        const text = await readBodyText(request, config.maxBodyBytes);
+        rawBodies.set(request, text);
+        if (text.trim() === "")
+          throw new ApiError("VALIDATION_FAILED", "Request body is empty; expected JSON");
+        try {
+          return JSON.parse(text);
+        } catch {
+          throw new ApiError("VALIDATION_FAILED", "Request body is not valid JSON");
+        }
+      }
+      if (type === "application/x-www-form-urlencoded") {
+        return formToObject(await readBodyText(request, config.maxBodyBytes));
+      }
+      if (request.body && type !== "") {
+        throw new ApiError(
+          "VALIDATION_FAILED",
+          `Unsupported content type "${type}"; send application/json (or a form for /oauth/token)`,
+        );
+      }
+      return undefined;
+    })
+    .onError({ as: "global" }, ({ code, error, request, path }) => {
+      const state = stateOf(request);
+      let apiCode: ErrorCode;
+      let detail: string;
+      let errors: FieldError[] | undefined;
+      let headers: Record<string, string> = {};
+      if (error instanceof ApiError) {
+        apiCode = error.code;
+        detail = error.detail;
+        errors = error.options.errors;
+        headers = error.options.headers ?? {};
+      } else if (code === "VALIDATION") {
+        apiCode = "VALIDATION_FAILED";
+        errors = validationErrors(error);
+        detail = errors.length
+          ? `Invalid request: ${errors
+              .slice(0, 3)
+              .map((e) => `${e.path} ${e.message}`)
+              .join("; ")}`
+          : "Invalid request";
+      } else if (code === "PARSE") {
+        apiCode = "VALIDATION_FAILED";
+        detail = "Request body could not be parsed";
+      } else if (code === "NOT_FOUND") {
+        apiCode = "NOT_FOUND";
+        detail = `No route for ${request.method} ${path}`;
+      } else if (isDependencyFailure(error)) {
+        apiCode = "DEPENDENCY_UNAVAILABLE";
+        detail = "The database is unavailable; retry shortly";
+        headers = { "retry-after": "5" };
+        logger.error({ requestId: state.requestId, err: error }, "dependency unavailable");
+      } else {
+        apiCode = "INTERNAL";
+        detail = "An unexpected error occurred; quote the request id when reporting it";
+        logger.error({ requestId: state.requestId, err: error }, "unhandled error");
+      }
+      return problemResponse(
+        apiCode,
+        detail,
+        state.requestId,
+        { ...SECURITY_HEADERS, "x-request-id": state.requestId, ...headers },
+        errors,
+      );
+    })
+    .onAfterResponse({ as: "global" }, ({ request, route, set, responseValue }) => {
+      const state = stateOf(request);
+      const status =
+        responseValue instanceof Response
+          ? responseValue.status
+          : typeof set.status === "number"
+            ? set.status
+            : 200;
+      const template = route || "unmatched";
+      const seconds = (performance.now() - state.startedAt) / 1000;
+      metrics.requestsTotal.inc({ method: request.method, route: template, status_code: status });
+      metrics.requestDuration.observe({ method: request.method, route: template }, seconds);
+      logger.info(
+        {
+          requestId: state.requestId,
+          method: request.method,
+          route: template,
+          status,
+          durationMs: Math.round(seconds * 100_000) / 100,
+          clientId: state.clientId,
+          ip: state.ip,
+        },
+        "request",
+      );
+    });
+}

@@ -1,0 +1,216 @@
+import { and, arrayContains, desc, eq, gte, isNull, lt, type SQL, sql } from "drizzle-orm";
+import type { Database, Executor } from "../../infra/db/client";
+import { agents, agentVersions, entitlements } from "../../infra/db/schema";
+import type { Caller } from "../auth/model";
+import type { ListFilters } from "./model";
+
+export type AgentInsert = Omit<typeof agents.$inferInsert, "seq" | "searchDoc">;
+
+/**
+ * Who may see an agent: everyone for public ones; for private ones the owner, entitled clients and
+ * admins. Applied inside every query, so counts, pages and cursors never reveal hidden rows.
+ */
+export function visibleTo(caller: Caller): SQL | undefined {
+  if (caller.kind === "client" && caller.admin) return undefined;
+  if (caller.kind !== "client") return sql`${agents.visibility} = 'public'`;
+  return sql`(${agents.visibility} = 'public' or ${agents.owner} = ${caller.clientId} or exists (
+    select 1 from ${entitlements} e where e.agent_id = ${agents.id} and e.client_id = ${caller.clientId}))`;
+}
+
+const nextSeq = sql`nextval('agent_seq')`;
+
+/** Weighted text for full-text search: name (A), skills and tags (B), description (C). */
+function searchDocument(values: { name: string; description: string; skills: string[]; tags: string[] }) {
+  const skillText = [...values.skills, ...values.tags].join(" ");
+  return sql`setweight(to_tsvector('simple', ${values.name}), 'A') ||
+    setweight(to_tsvector('simple', ${skillText}), 'B') ||
+    setweight(to_tsvector('english', ${values.description}), 'C')`;
+}
+
+export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function agentsRepo(database: Database) {
+  const { db } = database;
+  return {
+    /** A live (not deleted) agent the caller may see, or undefined: hidden and missing look the same. */
+    async findVisible(id: string, caller: Caller, executor: Executor = db) {
+      if (!UUID_PATTERN.test(id)) return undefined;
+      const rows = await executor
+        .select()
+        .from(agents)
+        .where(and(eq(agents.id, id), isNull(agents.deletedAt), visibleTo(caller)))
+        .limit(1);
+      return rows[0];
+    },
+    async lockLive(id: string, executor: Executor) {
+      if (!UUID_PATTERN.test(id)) return undefined;
+      const rows = await executor
+        .select()
+        .from(agents)
+        .where(and(eq(agents.id, id), isNull(agents.deletedAt)))
+        .for("update")
+        .limit(1);
+      return rows[0];
+    },
+    async countLiveOwned(owner: string, executor: Executor) {
+      const rows = await database.rows<{ n: number }>(
+        sql`select count(*)::int as n from ${agents} where ${agents.owner} = ${owner} and ${agents.deletedAt} is null and ${agents.originRegistry} is null`,
+        executor,
+      );
+      return Number(rows[0]?.n ?? 0);
+    },
+    /** Serialises quota checks per owner so concurrent publishes cannot all pass the count. */
+    async lockOwner(owner: string, executor: Executor) {
+      await database.rows(
+        sql`select pg_advisory_xact_lock(hashtext(${`quota:${owner}`}))::text as locked`,
+        executor,
+      );
+    },
+    async insert(values: AgentInsert, executor: Executor) {
+      const rows = await executor
+        .insert(agents)
+        .values({
+          ...values,
+          seq: nextSeq,
+          searchDoc: searchDocument({
+            name: values.name,
+            description: values.description ?? "",
+            skills: values.skills,
+            tags: values.tags,
+          }),
+        })
+        .returning();
+      return rows[0]!;
+    },
+    async update(id: string, values: Partial<AgentInsert>, executor: Executor) {
+      const changes: Record<string, unknown> = { ...values, seq: nextSeq, updatedAt: sql`now()` };
+      if (values.name !== undefined && values.skills !== undefined && values.tags !== undefined)
+        changes.searchDoc = searchDocument({
+          name: values.name,
+          description: values.description ?? "",
+          skills: values.skills,
+          tags: values.tags,
+        });
+      const rows = await executor
+        .update(agents)
+        .set(changes as Partial<typeof agents.$inferInsert>)
+        .where(eq(agents.id, id))
+        .returning();
+      return rows[0]!;
+    },
+    async markDeleted(id: string, executor: Executor) {
+      const rows = await executor
+        .update(agents)
+        .set({ status: "deleted", deletedAt: sql`now()`, updatedAt: sql`now()`, seq: nextSeq } as never)
+        .where(eq(agents.id, id))
+        .returning();
+      return rows[0]!;
+    },
+    /** Bumps the change sequence when what someone may see changed without the row itself changing. */
+    async touch(id: string, executor: Executor) {
+      await executor
+        .update(agents)
+        .set({ seq: nextSeq, updatedAt: sql`now()` } as never)
+        .where(eq(agents.id, id));
+    },
+    insertVersion(values: typeof agentVersions.$inferInsert, executor: Executor) {
+      return executor.insert(agentVersions).values(values);
+    },
+    async findVersion(agentId: string, version: string, executor: Executor = db) {
+      const rows = await executor
+        .select()
+        .from(agentVersions)
+        .where(and(eq(agentVersions.agentId, agentId), eq(agentVersions.version, version)))
+        .limit(1);
+      return rows[0];
+    },
+    listVersions(agentId: string) {
+      return db
+        .select({
+          version: agentVersions.version,
+          cardHash: agentVersions.cardHash,
+          createdAt: agentVersions.createdAt,
+        })
+        .from(agentVersions)
+        .where(eq(agentVersions.agentId, agentId))
+        .orderBy(desc(agentVersions.id));
+    },
+    async list(caller: Caller, filters: ListFilters, afterSeq: number | undefined, limit: number) {
+      const conditions: (SQL | undefined)[] = [isNull(agents.deletedAt), visibleTo(caller)];
+      if (afterSeq !== undefined) conditions.push(lt(agents.seq, afterSeq));
+      if (filters.skill) conditions.push(arrayContains(agents.skills, [filters.skill.trim().toLowerCase()]));
+      if (filters.tag) conditions.push(arrayContains(agents.tags, [filters.tag.trim().toLowerCase()]));
+      if (filters.inputMode)
+        conditions.push(arrayContains(agents.inputModes, [filters.inputMode.trim().toLowerCase()]));
+      if (filters.outputMode)
+        conditions.push(arrayContains(agents.outputModes, [filters.outputMode.trim().toLowerCase()]));
+      if (filters.streaming !== undefined) conditions.push(eq(agents.streaming, filters.streaming));
+      if (filters.provider)
+        conditions.push(sql`lower(${agents.provider}) = ${filters.provider.trim().toLowerCase()}`);
+      if (filters.status) conditions.push(eq(agents.status, filters.status));
+      if (filters.health) conditions.push(eq(agents.health, filters.health));
+      if (filters.updatedSince) conditions.push(gte(agents.updatedAt, new Date(filters.updatedSince)));
+      return db
+        .select()
+        .from(agents)
+        .where(and(...conditions))
+        .orderBy(desc(agents.seq))
+        .limit(limit);
+    },
+    async listPublicIndex(afterSeq: number | undefined, limit: number) {
+      const conditions: (SQL | undefined)[] = [
+        isNull(agents.deletedAt),
+        eq(agents.visibility, "public"),
+        eq(agents.status, "active"),
+      ];
+      if (afterSeq !== undefined) conditions.push(lt(agents.seq, afterSeq));
+      return db
+        .select({
+          id: agents.id,
+          name: agents.name,
+          description: agents.description,
+          url: agents.url,
+          seq: agents.seq,
+        })
+        .from(agents)
+        .where(and(...conditions))
+        .orderBy(desc(agents.seq))
+        .limit(limit);
+    },
+    async countPublicActive() {
+      const rows = await database.rows<{ n: number }>(
+        sql`select count(*)::int as n from ${agents} where ${agents.deletedAt} is null and ${agents.visibility} = 'public' and ${agents.status} = 'active'`,
+      );
+      return Number(rows[0]?.n ?? 0);
+    },
+    async countByStatus() {
+      return database.rows<{ status: string; n: number }>(
+        sql`select ${agents.status} as status, count(*)::int as n from ${agents} group by ${agents.status}`,
+      );
+    },
+    listEntitlements(agentId: string) {
+      return db
+        .select({ clientId: entitlements.clientId, createdAt: entitlements.createdAt })
+        .from(entitlements)
+        .where(eq(entitlements.agentId, agentId))
+        .orderBy(entitlements.createdAt);
+    },
+    async grant(agentId: string, clientId: string, executor: Executor) {
+      const rows = await executor
+        .insert(entitlements)
+        .values({ agentId, clientId })
+        .onConflictDoNothing()
+        .returning({ clientId: entitlements.clientId });
+      return rows.length > 0;
+    },
+    async revoke(agentId: string, clientId: string, executor: Executor) {
+      const rows = await executor
+        .delete(entitlements)
+        .where(and(eq(entitlements.agentId, agentId), eq(entitlements.clientId, clientId)))
+        .returning({ clientId: entitlements.clientId });
+      return rows.length > 0;
+    },
+  };
+}
+
+export type AgentsRepo = ReturnType<typeof agentsRepo>;

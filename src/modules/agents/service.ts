@@ -1,0 +1,485 @@
+import type { Config } from "../../config";
+import { ApiError, type FieldError } from "../../errors";
+import type { Audit } from "../../infra/audit";
+import type { Database, Executor } from "../../infra/db/client";
+import type { AgentRow } from "../../infra/db/schema";
+import { OutboundFetchError, type SafeFetchOptions, safeFetchJson } from "../../infra/http";
+import type { Metrics } from "../../infra/metrics";
+import { clientsRepo } from "../auth/repo";
+import type { Caller } from "../auth/model";
+import { analyzeCard, cardHash } from "./card";
+import type { ListFilters, PatchInput, PublishInput } from "./model";
+import { type AgentInsert, agentsRepo } from "./repo";
+
+export type AgentsDeps = {
+  config: Config;
+  database: Database;
+  audit: Audit;
+  metrics: Metrics;
+  /** Overridable in tests (DNS stubs); production uses the real resolver. */
+  fetchOptions?: Partial<SafeFetchOptions>;
+};
+
+/** Facts about the request that writes record in the audit log. */
+export type WriteContext = { caller: Caller; requestId: string; ip: string | null };
+
+/** A serialised record: the bytes to send and their strong ETag, computed once per change. */
+export type SerializedAgent = { body: string; etag: string; cardEtag: string; row: AgentRow };
+
+const sha256Hex = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
+
+export function serializeAgent(row: AgentRow, registryId: string): SerializedAgent {
+  const federated = row.originRegistry !== null;
+  const head = JSON.stringify({
+    id: row.id,
+    name: row.name,
+    description: row.description,
+    url: row.url,
+    visibility: row.visibility,
+    status: row.status,
+    statusMessage: row.statusMessage,
+    version: row.latestVersion,
+    generation: row.generation,
+    protocolVersion: row.protocolVersion,
+    cardHash: row.cardHash,
+  });
+  const tail = JSON.stringify({
+    signature: row.signature,
+    health: row.health,
+    checkedAt: row.checkedAt?.toISOString() ?? null,
+    source: {
+      registry: row.originRegistry ?? registryId,
+      originId: row.originId ?? row.id,
+      federated,
+    },
+    owner: row.owner,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+  });
+  // The card goes in as its published text, so key order and spelling survive in the record too.
+  const body = `${head.slice(0, -1)},"card":${row.cardRaw},${tail.slice(1)}`;
+  return {
+    body,
+    etag: `"${sha256Hex(body).slice(0, 40)}"`,
+    cardEtag: `"${row.cardHash.slice(0, 40)}-${row.status}"`,
+    row,
+  };
+}
+
+function pgErrorOf(error: unknown): { code?: string; constraint?: string } | undefined {
+  let current: unknown = error;
+  for (let depth = 0; current && depth < 5; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) {
+      const c = current as { constraint_name?: string; constraint?: string };
+      return { code, constraint: c.constraint_name ?? c.constraint };
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+function isUrlConflict(error: unknown) {
+  const pg = pgErrorOf(error);
+  return (
+    pg?.code === "23505" && (pg.constraint === undefined || pg.constraint === "agents_live_local_url_key")
+  );
+}
+
+function actorOf(caller: Caller) {
+  return caller.kind === "client" ? caller.clientId : "anonymous";
+}
+
+type CardInput = { card: unknown; cardText: string; cardUrl: string | null };
+
+export function createAgentsService(deps: AgentsDeps) {
+  const { config, database, audit, metrics } = deps;
+  const repo = agentsRepo(database);
+  const clients = clientsRepo(database.db);
+  const fetchOptions: SafeFetchOptions = {
+    allowInsecure: config.debug,
+    maxBytes: config.cardFetchMaxBytes,
+    timeoutMs: config.cardFetchTimeoutMs,
+    accept: "application/json",
+    ...deps.fetchOptions,
+  };
+
+  /** Turns the publish body into the card and its exact text, fetching it when given by URL. */
+  async function resolveCard(input: PublishInput, bodyCardText: string | undefined): Promise<CardInput> {
+    const hasCard = input.card !== undefined;
+    const hasUrl = input.cardUrl !== undefined;
+    if (hasCard === hasUrl)
+      throw new ApiError("VALIDATION_FAILED", "Send exactly one of card or cardUrl", {
+        errors: [{ path: "/body", message: "Exactly one of card or cardUrl is required" }],
+      });
+    if (hasCard)
+      return { card: input.card, cardText: bodyCardText ?? JSON.stringify(input.card), cardUrl: null };
+    const cardUrl = input.cardUrl!;
+    try {
+      const fetched = await safeFetchJson(cardUrl, fetchOptions);
+      return { card: fetched.value, cardText: fetched.text.trim(), cardUrl };
+    } catch (error) {
+      if (!(error instanceof OutboundFetchError)) throw error;
+      const refused = ["invalid_url", "scheme_not_allowed", "address_not_allowed"].includes(error.reason);
+      const errors: FieldError[] = [{ path: "/cardUrl", message: error.message }];
+      if (refused) throw new ApiError("VALIDATION_FAILED", `cardUrl refused: ${error.message}`, { errors });
+      throw new ApiError(
+        "INVALID_AGENT_CARD",
+        `The card could not be fetched from cardUrl: ${error.message}`,
+        {
+          errors,
+        },
+      );
+    }
+  }
+
+  function analyze(input: CardInput) {
+    const analysis = analyzeCard(input.card);
+    if (!analysis.ok)
+      throw new ApiError(
+        "INVALID_AGENT_CARD",
+        `The Agent Card is invalid: ${analysis.errors
+          .slice(0, 3)
+          .map((e) => `${e.path || "/"} ${e.message}`)
+          .join("; ")}`,
+        { errors: analysis.errors },
+      );
+    return { analysis, hash: cardHash(input.card) };
+  }
+
+  function cardColumns(
+    input: CardInput,
+    analysis: Extract<ReturnType<typeof analyzeCard>, { ok: true }>,
+    hash: string,
+  ) {
+    return {
+      name: analysis.name,
+      description: analysis.description,
+      url: analysis.primaryUrl,
+      generation: analysis.generation,
+      protocolVersion: analysis.protocolVersion,
+      latestVersion: analysis.version,
+      card: input.card,
+      cardRaw: input.cardText,
+      cardHash: hash,
+      skills: analysis.facets.skills,
+      tags: analysis.facets.tags,
+      inputModes: analysis.facets.inputModes,
+      outputModes: analysis.facets.outputModes,
+      streaming: analysis.facets.streaming,
+      provider: analysis.facets.provider,
+    } satisfies Partial<AgentInsert>;
+  }
+
+  /** Loads a live agent for a write by `caller`, enforcing ownership without revealing hidden agents. */
+  async function loadForWrite(id: string, caller: Caller, tx: Executor) {
+    const row = await repo.lockLive(id, tx);
+    const admin = caller.kind === "client" && caller.admin;
+    const owner = caller.kind === "client" && row?.owner === caller.clientId;
+    if (!row) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+    if (!admin && !owner) {
+      const visible = await repo.findVisible(id, caller, tx);
+      if (!visible) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+      throw new ApiError("FORBIDDEN", "Only the agent's owner or an admin may change it");
+    }
+    if (row.originRegistry !== null)
+      throw new ApiError(
+        "FORBIDDEN",
+        `This agent is a read-only federated copy from registry ${row.originRegistry}; change it there`,
+      );
+    return row;
+  }
+
+  async function publish(ctx: WriteContext, input: PublishInput, bodyCardText: string | undefined) {
+    if (ctx.caller.kind !== "client") throw new ApiError("UNAUTHORIZED", "Publishing needs a bearer token");
+    const owner = ctx.caller.clientId;
+    const card = await resolveCard(input, bodyCardText);
+    const { analysis, hash } = analyze(card);
+    const id = Bun.randomUUIDv7();
+    try {
+      const row = await database.db.transaction(async (tx) => {
+        if (!(ctx.caller.kind === "client" && ctx.caller.admin) && config.maxAgentsPerClient >= 0) {
+          await repo.lockOwner(owner, tx);
+          const count = await repo.countLiveOwned(owner, tx);
+          if (count >= config.maxAgentsPerClient)
+            throw new ApiError(
+              "QUOTA_EXCEEDED",
+              `This client already has ${count} live agents (limit ${config.maxAgentsPerClient})`,
+            );
+        }
+        const inserted = await repo.insert(
+          {
+            id,
+            owner,
+            visibility: input.visibility ?? "public",
+            status: "active",
+            cardUrl: card.cardUrl,
+            ...cardColumns(card, analysis, hash),
+          },
+          tx,
+        );
+        await repo.insertVersion(
+          { agentId: id, version: analysis.version, card: card.card, cardRaw: card.cardText, cardHash: hash },
+          tx,
+        );
+        await audit.record(
+          {
+            actor: owner,
+            action: "agent.created",
+            target: id,
+            outcome: "success",
+            ip: ctx.ip,
+            requestId: ctx.requestId,
+            details: { name: analysis.name, url: analysis.primaryUrl, version: analysis.version },
+          },
+          tx,
+        );
+        return inserted;
+      });
+      metrics.agentWrites.inc({ operation: "created" });
+      return serializeAgent(row, config.registryId);
+    } catch (error) {
+      if (isUrlConflict(error))
+        throw new ApiError("AGENT_EXISTS", `A live agent with url ${analysis.primaryUrl} already exists`);
+      throw error;
+    }
+  }
+
+  async function update(
+    ctx: WriteContext,
+    id: string,
+    input: PublishInput,
+    bodyCardText: string | undefined,
+  ) {
+    const card = await resolveCard(input, bodyCardText);
+    const { analysis, hash } = analyze(card);
+    try {
+      const result = await database.db.transaction(async (tx) => {
+        const current = await loadForWrite(id, ctx.caller, tx);
+        const existing = await repo.findVersion(id, analysis.version, tx);
+        if (existing && existing.cardHash !== hash)
+          throw new ApiError(
+            "VERSION_EXISTS",
+            `Version ${analysis.version} already exists with different content; bump the card's version`,
+          );
+        const visibility = input.visibility ?? current.visibility;
+        if (existing && current.latestVersion === analysis.version && visibility === current.visibility)
+          return { row: current, changed: false };
+        const row = await repo.update(
+          id,
+          {
+            ...cardColumns(card, analysis, hash),
+            visibility,
+            ...(card.cardUrl ? { cardUrl: card.cardUrl } : {}),
+          },
+          tx,
+        );
+        if (!existing)
+          await repo.insertVersion(
+            {
+              agentId: id,
+              version: analysis.version,
+              card: card.card,
+              cardRaw: card.cardText,
+              cardHash: hash,
+            },
+            tx,
+          );
+        await audit.record(
+          {
+            actor: actorOf(ctx.caller),
+            action: "agent.updated",
+            target: id,
+            outcome: "success",
+            ip: ctx.ip,
+            requestId: ctx.requestId,
+            details: { version: analysis.version, previousVersion: current.latestVersion, visibility },
+          },
+          tx,
+        );
+        return { row, changed: true };
+      });
+      if (result.changed) metrics.agentWrites.inc({ operation: "updated" });
+      return serializeAgent(result.row, config.registryId);
+    } catch (error) {
+      if (isUrlConflict(error))
+        throw new ApiError("AGENT_EXISTS", `Another live agent already has url ${analysis.primaryUrl}`);
+      throw error;
+    }
+  }
+
+  async function patch(ctx: WriteContext, id: string, input: PatchInput) {
+    const row = await database.db.transaction(async (tx) => {
+      const current = await loadForWrite(id, ctx.caller, tx);
+      const changes: Partial<AgentInsert> = {};
+      if (input.status !== undefined && input.status !== current.status) changes.status = input.status;
+      if (input.statusMessage !== undefined && input.statusMessage !== current.statusMessage)
+        changes.statusMessage = input.statusMessage;
+      if (input.visibility !== undefined && input.visibility !== current.visibility)
+        changes.visibility = input.visibility;
+      if (Object.keys(changes).length === 0) return current;
+      const updated = await repo.update(id, changes, tx);
+      const statusChanged = changes.status !== undefined || changes.statusMessage !== undefined;
+      await audit.record(
+        {
+          actor: actorOf(ctx.caller),
+          action: statusChanged ? "agent.status_changed" : "agent.visibility_changed",
+          target: id,
+          outcome: "success",
+          ip: ctx.ip,
+          requestId: ctx.requestId,
+          details: {
+            from: {
+              status: current.status,
+              statusMessage: current.statusMessage,
+              visibility: current.visibility,
+            },
+            to: {
+              status: updated.status,
+              statusMessage: updated.statusMessage,
+              visibility: updated.visibility,
+            },
+          },
+        },
+        tx,
+      );
+      metrics.agentWrites.inc({ operation: "status_changed" });
+      return updated;
+    });
+    return serializeAgent(row, config.registryId);
+  }
+
+  async function remove(ctx: WriteContext, id: string) {
+    await database.db.transaction(async (tx) => {
+      const current = await loadForWrite(id, ctx.caller, tx);
+      await repo.markDeleted(id, tx);
+      await audit.record(
+        {
+          actor: actorOf(ctx.caller),
+          action: "agent.deleted",
+          target: id,
+          outcome: "success",
+          ip: ctx.ip,
+          requestId: ctx.requestId,
+          details: { name: current.name, url: current.url },
+        },
+        tx,
+      );
+    });
+    metrics.agentWrites.inc({ operation: "deleted" });
+  }
+
+  async function get(caller: Caller, id: string) {
+    const row = await repo.findVisible(id, caller);
+    if (!row) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+    return serializeAgent(row, config.registryId);
+  }
+
+  async function versions(caller: Caller, id: string) {
+    const row = await repo.findVisible(id, caller);
+    if (!row) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+    const items = await repo.listVersions(id);
+    return {
+      items: items.map((v) => ({
+        version: v.version,
+        cardHash: v.cardHash,
+        createdAt: v.createdAt.toISOString(),
+      })),
+    };
+  }
+
+  async function version(caller: Caller, id: string, versionName: string) {
+    const row = await repo.findVisible(id, caller);
+    if (!row) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+    const found = await repo.findVersion(id, versionName);
+    if (!found) throw new ApiError("NOT_FOUND", `Agent ${id} has no version ${versionName}`);
+    return { cardRaw: found.cardRaw, etag: `"${found.cardHash.slice(0, 40)}"`, visibility: row.visibility };
+  }
+
+  async function list(caller: Caller, filters: ListFilters) {
+    const limit = filters.limit ?? 20;
+    const afterSeq = decodeCursor(filters.cursor);
+    const rows = await repo.list(caller, filters, afterSeq, limit + 1);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      items: page.map((row) => serializeAgent(row, config.registryId).body),
+      nextCursor: rows.length > limit && last ? encodeCursor(last.seq) : null,
+    };
+  }
+
+  async function entitlementsOf(ctx: WriteContext, id: string) {
+    await database.db.transaction((tx) => loadForWrite(id, ctx.caller, tx));
+    const items = await repo.listEntitlements(id);
+    return { items: items.map((e) => ({ clientId: e.clientId, createdAt: e.createdAt.toISOString() })) };
+  }
+
+  async function setEntitlement(ctx: WriteContext, id: string, clientId: string, granted: boolean) {
+    await database.db.transaction(async (tx) => {
+      await loadForWrite(id, ctx.caller, tx);
+      if (granted && !(await clients.findByClientId(clientId, tx)))
+        throw new ApiError("NOT_FOUND", `No client ${clientId}`);
+      const changed = granted ? await repo.grant(id, clientId, tx) : await repo.revoke(id, clientId, tx);
+      if (!granted && !changed)
+        throw new ApiError("NOT_FOUND", `Client ${clientId} is not entitled to ${id}`);
+      if (!changed) return;
+      // What this client may see changed: the change feed must carry the agent again.
+      await repo.touch(id, tx);
+      await audit.record(
+        {
+          actor: actorOf(ctx.caller),
+          action: granted ? "agent.entitlement_granted" : "agent.entitlement_revoked",
+          target: id,
+          outcome: "success",
+          ip: ctx.ip,
+          requestId: ctx.requestId,
+          details: { clientId },
+        },
+        tx,
+      );
+    });
+  }
+
+  async function publicIndex(cursor: string | undefined, limit: number) {
+    const afterSeq = decodeCursor(cursor);
+    const rows = await repo.listPublicIndex(afterSeq, limit + 1);
+    const page = rows.slice(0, limit);
+    return {
+      agents: page.map(({ seq: _seq, ...agent }) => agent),
+      count: await repo.countPublicActive(),
+      nextCursor: rows.length > limit && page.length > 0 ? encodeCursor(page.at(-1)!.seq) : null,
+    };
+  }
+
+  return {
+    publish,
+    update,
+    patch,
+    remove,
+    get,
+    versions,
+    version,
+    list,
+    entitlementsOf,
+    setEntitlement,
+    publicIndex,
+    countByStatus: () => repo.countByStatus(),
+  };
+}
+
+export type AgentsService = ReturnType<typeof createAgentsService>;
+
+export function encodeCursor(seq: number): string {
+  return Buffer.from(`s:${seq}`).toString("base64url");
+}
+
+export function decodeCursor(cursor: string | undefined): number | undefined {
+  if (cursor === undefined || cursor === "") return undefined;
+  const text = Buffer.from(cursor, "base64url").toString("utf8");
+  const match = /^s:([0-9]{1,18})$/.exec(text);
+  if (!match)
+    throw new ApiError("VALIDATION_FAILED", "Malformed cursor", {
+      errors: [{ path: "/query/cursor", message: "Not a cursor this registry issued" }],
+    });
+  return Number(match[1]);
+}
