@@ -49,7 +49,9 @@ export function createApp(deps: Dependencies) {
   const guard = authGuard({ auth, requests, metrics });
   const { tokenRoute, clientRoutes } = authRoutes({ auth, guard, audit, metrics, requests });
 
-  const app = new Elysia({ name: "a2a-registry" })
+  // normalize: false makes `additionalProperties: false` reject unknown fields instead of silently
+  // dropping them, so a typo in a request is an error the caller sees.
+  const app = new Elysia({ name: "a2a-registry", normalize: false })
     .use(webPipeline({ config, logger, metrics, requests }))
     .use(
       swagger({
