@@ -22,7 +22,9 @@ function startCardServer() {
           const card = JSON.parse(weatherText);
           card.url = `https://fetched-${counter}-${Date.now()}.example.com/a2a`;
           // pretty-printed with a trailing newline: stored verbatim, minus surrounding whitespace
-          return new Response(`${JSON.stringify(card, null, 2)}\n`, { headers: { "content-type": "application/json" } });
+          return new Response(`${JSON.stringify(card, null, 2)}\n`, {
+            headers: { "content-type": "application/json" },
+          });
         }
         case "/redirect":
           return Response.redirect(`http://127.0.0.1:${url.port}/card.json`, 302);
@@ -33,7 +35,9 @@ function startCardServer() {
         case "/missing":
           return new Response("nope", { status: 404 });
         case "/huge":
-          return new Response(`{"pad":"${"x".repeat(300 * 1024)}"}`, { headers: { "content-type": "application/json" } });
+          return new Response(`{"pad":"${"x".repeat(300 * 1024)}"}`, {
+            headers: { "content-type": "application/json" },
+          });
         case "/slow":
           await Bun.sleep(3000);
           return Response.json({});
@@ -84,7 +88,9 @@ for (const backend of BACKENDS) {
     test("errors: invalid card 422 with paths; non-JSON, 404, oversized and slow are 422 naming cardUrl", async () => {
       const invalid = await publishUrl(`${base}/invalid.json`);
       expect(invalid.status).toBe(422);
-      expect((await json<{ errors: { path: string }[] }>(invalid)).errors.map((e) => e.path)).toContain("/url");
+      expect((await json<{ errors: { path: string }[] }>(invalid)).errors.map((e) => e.path)).toContain(
+        "/url",
+      );
       for (const path of ["/not-json", "/missing", "/huge", "/slow"]) {
         const started = performance.now();
         const res = await publishUrl(`${base}${path}`);
@@ -119,12 +125,17 @@ for (const backend of BACKENDS) {
     const fetchImpl: FetchImpl = async (url) => {
       attempted.push(url);
       const target = new URL(url);
-      if (target.pathname === "/to-private") return new Response(null, { status: 302, headers: { location: "https://10.0.0.5/card.json" } });
+      if (target.pathname === "/to-private")
+        return new Response(null, { status: 302, headers: { location: "https://10.0.0.5/card.json" } });
       if (target.pathname === "/to-metadata")
-        return new Response(null, { status: 301, headers: { location: "https://169.254.169.254/latest/meta-data/" } });
+        return new Response(null, {
+          status: 301,
+          headers: { location: "https://169.254.169.254/latest/meta-data/" },
+        });
       if (target.pathname === "/to-loopback-name")
         return new Response(null, { status: 307, headers: { location: "https://internal.test/card.json" } });
-      if (target.pathname === "/to-http") return new Response(null, { status: 302, headers: { location: "http://public.test/card.json" } });
+      if (target.pathname === "/to-http")
+        return new Response(null, { status: 302, headers: { location: "http://public.test/card.json" } });
       return new Response("{}", { headers: { "content-type": "application/json" } });
     };
 
@@ -187,7 +198,12 @@ for (const backend of BACKENDS) {
       attempted.length = 0;
       const reader = await t.client(["agents:read"]);
       expect(
-        (await t.request("/v1/agents", { method: "POST", json: { cardUrl: "https://public.test/card.json" } })).status,
+        (
+          await t.request("/v1/agents", {
+            method: "POST",
+            json: { cardUrl: "https://public.test/card.json" },
+          })
+        ).status,
       ).toBe(401);
       expect(
         (

@@ -122,15 +122,15 @@ for (const backend of BACKENDS) {
             // the record embeds the same card, key order preserved
             const full = await (await t.request(`/v1/agents/${record.id}`)).text();
             expect(full).toContain(`"card":${text}`);
-            expect((await t.request(`/v1/agents/${record.id}`, { method: "DELETE", token: writer.token })).status).toBe(
-              204,
-            );
+            expect(
+              (await t.request(`/v1/agents/${record.id}`, { method: "DELETE", token: writer.token })).status,
+            ).toBe(204);
           }
         });
 
         test("unknown card fields are kept verbatim, key order included", async () => {
-          const card = { zeta: { nested: [1, 2.50, "x"] }, ...cardWith(), "x-vendor": true, alpha: null };
-          const text = JSON.stringify(card, null, 1).replace('2.5', '2.50');
+          const card = { zeta: { nested: [1, 2.5, "x"] }, ...cardWith(), "x-vendor": true, alpha: null };
+          const text = JSON.stringify(card, null, 1).replace("2.5", "2.50");
           const res = await t.request("/v1/agents", {
             method: "POST",
             body: `{"card":${text}}`,
@@ -161,7 +161,11 @@ for (const backend of BACKENDS) {
           const card = {
             ...fixture("valid", "translator-1.0.json"),
             supportedInterfaces: [
-              { url: `https://t-${Date.now()}.example.org/a2a`, protocolBinding: "JSONRPC", protocolVersion: "1.0" },
+              {
+                url: `https://t-${Date.now()}.example.org/a2a`,
+                protocolBinding: "JSONRPC",
+                protocolVersion: "1.0",
+              },
               { url: "https://t.example.org/grpc", protocolBinding: "GRPC", protocolVersion: "1.0" },
             ],
           };
@@ -208,7 +212,9 @@ for (const backend of BACKENDS) {
           const neither = await t.request("/v1/agents", { method: "POST", json: {}, token: writer.token });
           expect(neither.status).toBe(400);
           expect((await json(neither)).code).toBe("VALIDATION_FAILED");
-          const both = await publish(cardWith(), writer.token, { cardUrl: "https://x.example.com/card.json" });
+          const both = await publish(cardWith(), writer.token, {
+            cardUrl: "https://x.example.com/card.json",
+          });
           expect(both.status).toBe(400);
         });
 
@@ -292,7 +298,11 @@ for (const backend of BACKENDS) {
         expect((await json(refused[0]!)).code).toBe("QUOTA_EXCEEDED");
         const { id } = await json<Record_>(created[0]!);
         expect((await q.request(`/v1/agents/${id}`, { method: "DELETE", token: c.token })).status).toBe(204);
-        const again = await q.request("/v1/agents", { method: "POST", json: { card: cardWith() }, token: c.token });
+        const again = await q.request("/v1/agents", {
+          method: "POST",
+          json: { card: cardWith() },
+          token: c.token,
+        });
         expect(again.status).toBe(201);
       });
     });
@@ -310,7 +320,9 @@ for (const backend of BACKENDS) {
         expect(notModified.status).toBe(304);
         expect(notModified.headers.get("etag")).toBe(etag);
         expect(await notModified.text()).toBe("");
-        const listed = await t.request(`/v1/agents/${id}`, { headers: { "if-none-match": `"nope", W/${etag}` } });
+        const listed = await t.request(`/v1/agents/${id}`, {
+          headers: { "if-none-match": `"nope", W/${etag}` },
+        });
         expect(listed.status).toBe(304);
         const stale = await t.request(`/v1/agents/${id}`, { headers: { "if-none-match": '"other"' } });
         expect(stale.status).toBe(200);
@@ -319,16 +331,20 @@ for (const backend of BACKENDS) {
         expect(cardRes.status).toBe(200);
         expect(await cardRes.json()).toEqual(card);
         const cardEtag = cardRes.headers.get("etag")!;
-        expect((await t.request(`/v1/agents/${id}/card`, { headers: { "if-none-match": cardEtag } })).status).toBe(
-          304,
-        );
+        expect(
+          (await t.request(`/v1/agents/${id}/card`, { headers: { "if-none-match": cardEtag } })).status,
+        ).toBe(304);
       });
 
       test("the ETag changes when the status changes", async () => {
         const { id } = await publishOk(cardWith());
         const before = (await t.request(`/v1/agents/${id}`)).headers.get("etag");
         const cardBefore = (await t.request(`/v1/agents/${id}/card`)).headers.get("etag");
-        await t.request(`/v1/agents/${id}`, { method: "PATCH", json: { status: "deprecated" }, token: writer.token });
+        await t.request(`/v1/agents/${id}`, {
+          method: "PATCH",
+          json: { status: "deprecated" },
+          token: writer.token,
+        });
         const after = await t.request(`/v1/agents/${id}`, { headers: { "if-none-match": before! } });
         expect(after.status).toBe(200);
         expect(after.headers.get("etag")).not.toBe(before);
@@ -350,7 +366,11 @@ for (const backend of BACKENDS) {
         const card = cardWith({ version: "1.0.0" });
         const { id } = await publishOk(card);
         const v2 = { ...card, version: "2.0.0", description: "Second version" };
-        const res = await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card: v2 }, token: writer.token });
+        const res = await t.request(`/v1/agents/${id}`, {
+          method: "PUT",
+          json: { card: v2 },
+          token: writer.token,
+        });
         expect(res.status).toBe(200);
         const record = await json<Record_>(res);
         expect(record.version).toBe("2.0.0");
@@ -369,7 +389,11 @@ for (const backend of BACKENDS) {
       test("re-sending the same version with the same content changes nothing", async () => {
         const card = cardWith({ version: "1.0.0" });
         const { id } = await publishOk(card);
-        const res = await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card }, token: writer.token });
+        const res = await t.request(`/v1/agents/${id}`, {
+          method: "PUT",
+          json: { card },
+          token: writer.token,
+        });
         expect(res.status).toBe(200);
         const versions = await json<{ items: unknown[] }>(await t.request(`/v1/agents/${id}/versions`));
         expect(versions.items).toHaveLength(1);
@@ -411,12 +435,27 @@ for (const backend of BACKENDS) {
         const card = cardWith({ version: "1.0.0" });
         const { id } = await publishOk(card);
         const next = { ...card, version: "1.1.0" };
-        expect((await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card: next }, token: other.token })).status).toBe(403);
-        expect((await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card: next } })).status).toBe(401);
-        expect((await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card: next }, token: reader.token })).status).toBe(403);
-        expect((await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card: next }, token: admin.token })).status).toBe(200);
+        expect(
+          (await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card: next }, token: other.token }))
+            .status,
+        ).toBe(403);
+        expect((await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card: next } })).status).toBe(
+          401,
+        );
+        expect(
+          (await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card: next }, token: reader.token }))
+            .status,
+        ).toBe(403);
+        expect(
+          (await t.request(`/v1/agents/${id}`, { method: "PUT", json: { card: next }, token: admin.token }))
+            .status,
+        ).toBe(200);
         const priv = await publishOk(cardWith(), writer.token, { visibility: "private" });
-        const res = await t.request(`/v1/agents/${priv.id}`, { method: "PUT", json: { card: next }, token: other.token });
+        const res = await t.request(`/v1/agents/${priv.id}`, {
+          method: "PUT",
+          json: { card: next },
+          token: other.token,
+        });
         expect(res.status).toBe(404);
       });
     });
@@ -432,7 +471,11 @@ for (const backend of BACKENDS) {
         expect(res.status).toBe(200);
         expect(await json(res)).toMatchObject({ status: "deprecated", statusMessage: "Use v2" });
         const vis = await json(
-          await t.request(`/v1/agents/${id}`, { method: "PATCH", json: { visibility: "private" }, token: writer.token }),
+          await t.request(`/v1/agents/${id}`, {
+            method: "PATCH",
+            json: { visibility: "private" },
+            token: writer.token,
+          }),
         );
         expect(vis.visibility).toBe("private");
         expect((await t.request(`/v1/agents/${id}`)).status).toBe(404);
@@ -440,8 +483,17 @@ for (const backend of BACKENDS) {
 
       test("errors: empty body, status deleted, unknown fields are 400", async () => {
         const { id } = await publishOk(cardWith());
-        for (const body of [{}, { status: "deleted" }, { status: "active", owner: "x" }, { statusMessage: 5 }]) {
-          const res = await t.request(`/v1/agents/${id}`, { method: "PATCH", json: body, token: writer.token });
+        for (const body of [
+          {},
+          { status: "deleted" },
+          { status: "active", owner: "x" },
+          { statusMessage: 5 },
+        ]) {
+          const res = await t.request(`/v1/agents/${id}`, {
+            method: "PATCH",
+            json: body,
+            token: writer.token,
+          });
           expect(res.status).toBe(400);
           expect((await json(res)).code).toBe("VALIDATION_FAILED");
         }
@@ -460,7 +512,9 @@ for (const backend of BACKENDS) {
     describe("DELETE /v1/agents/:id", () => {
       test("happy: 204, then 404 everywhere; a tombstone row stays with a higher seq", async () => {
         const { id } = await publishOk(cardWith());
-        const [before] = await t.db.database.rows<{ seq: string }>(sql`select seq::text as seq from agents where id = ${id}`);
+        const [before] = await t.db.database.rows<{ seq: string }>(
+          sql`select seq::text as seq from agents where id = ${id}`,
+        );
         const res = await t.request(`/v1/agents/${id}`, { method: "DELETE", token: writer.token });
         expect(res.status).toBe(204);
         for (const path of [`/v1/agents/${id}`, `/v1/agents/${id}/card`, `/v1/agents/${id}/versions`])
@@ -471,14 +525,20 @@ for (const backend of BACKENDS) {
         expect(after!.status).toBe("deleted");
         expect(after!.deleted).toBe(true);
         expect(BigInt(after!.seq)).toBeGreaterThan(BigInt(before!.seq));
-        expect((await t.request(`/v1/agents/${id}`, { method: "DELETE", token: writer.token })).status).toBe(404);
+        expect((await t.request(`/v1/agents/${id}`, { method: "DELETE", token: writer.token })).status).toBe(
+          404,
+        );
       });
 
       test("security: non-owner 403, anonymous 401, admin 204; a federated copy is read-only", async () => {
         const { id } = await publishOk(cardWith());
-        expect((await t.request(`/v1/agents/${id}`, { method: "DELETE", token: other.token })).status).toBe(403);
+        expect((await t.request(`/v1/agents/${id}`, { method: "DELETE", token: other.token })).status).toBe(
+          403,
+        );
         expect((await t.request(`/v1/agents/${id}`, { method: "DELETE" })).status).toBe(401);
-        expect((await t.request(`/v1/agents/${id}`, { method: "DELETE", token: admin.token })).status).toBe(204);
+        expect((await t.request(`/v1/agents/${id}`, { method: "DELETE", token: admin.token })).status).toBe(
+          204,
+        );
 
         const copy = await publishOk(cardWith());
         await t.db.database.rows(
@@ -494,9 +554,16 @@ for (const backend of BACKENDS) {
 
     describe("private agents", () => {
       test("invisible to anonymous and other clients on get, card, versions, list and index; visible to owner, entitled and admin", async () => {
-        const card = cardWith({ skills: [{ id: "secret-skill", name: "Secret", description: "s", tags: ["hidden-tag"] }] });
+        const card = cardWith({
+          skills: [{ id: "secret-skill", name: "Secret", description: "s", tags: ["hidden-tag"] }],
+        });
         const { id } = await publishOk(card, writer.token, { visibility: "private" });
-        const paths = [`/v1/agents/${id}`, `/v1/agents/${id}/card`, `/v1/agents/${id}/versions`, `/v1/agents/${id}/versions/1.4.2`];
+        const paths = [
+          `/v1/agents/${id}`,
+          `/v1/agents/${id}/card`,
+          `/v1/agents/${id}/versions`,
+          `/v1/agents/${id}/versions/1.4.2`,
+        ];
         for (const token of [undefined, other.token, reader.token]) {
           for (const path of paths) {
             const res = await t.request(path, { token });
@@ -513,52 +580,110 @@ for (const backend of BACKENDS) {
 
         for (const token of [writer.token, admin.token])
           for (const path of paths) expect((await t.request(path, { token })).status).toBe(200);
-        const ownList = await json<{ items: { id: string }[] }>(await t.request("/v1/agents?tag=hidden-tag", { token: writer.token }));
+        const ownList = await json<{ items: { id: string }[] }>(
+          await t.request("/v1/agents?tag=hidden-tag", { token: writer.token }),
+        );
         expect(ownList.items.map((i) => i.id)).toEqual([id]);
 
         // entitlement: other writer sees it while entitled
-        const grant = await t.request(`/v1/agents/${id}/entitlements/${reader.clientId}`, { method: "PUT", token: writer.token });
+        const grant = await t.request(`/v1/agents/${id}/entitlements/${reader.clientId}`, {
+          method: "PUT",
+          token: writer.token,
+        });
         expect(grant.status).toBe(204);
         expect((await t.request(`/v1/agents/${id}`, { token: reader.token })).status).toBe(200);
-        const readerList = await json<{ items: { id: string }[] }>(await t.request("/v1/agents?tag=hidden-tag", { token: reader.token }));
+        const readerList = await json<{ items: { id: string }[] }>(
+          await t.request("/v1/agents?tag=hidden-tag", { token: reader.token }),
+        );
         expect(readerList.items.map((i) => i.id)).toEqual([id]);
         const ents = await json<{ items: { clientId: string }[] }>(
           await t.request(`/v1/agents/${id}/entitlements`, { token: writer.token }),
         );
         expect(ents.items.map((e) => e.clientId)).toEqual([reader.clientId]);
         // an entitled reader still cannot write
-        expect((await t.request(`/v1/agents/${id}`, { method: "DELETE", token: reader.token })).status).toBe(403);
-        const revoke = await t.request(`/v1/agents/${id}/entitlements/${reader.clientId}`, { method: "DELETE", token: writer.token });
+        expect((await t.request(`/v1/agents/${id}`, { method: "DELETE", token: reader.token })).status).toBe(
+          403,
+        );
+        const revoke = await t.request(`/v1/agents/${id}/entitlements/${reader.clientId}`, {
+          method: "DELETE",
+          token: writer.token,
+        });
         expect(revoke.status).toBe(204);
         expect((await t.request(`/v1/agents/${id}`, { token: reader.token })).status).toBe(404);
       });
 
       test("entitlement routes: errors and security", async () => {
         const { id } = await publishOk(cardWith(), writer.token, { visibility: "private" });
-        expect((await t.request(`/v1/agents/${id}/entitlements/cli_unknown`, { method: "PUT", token: writer.token })).status).toBe(404);
-        expect((await t.request(`/v1/agents/${id}/entitlements/${other.clientId}`, { method: "DELETE", token: writer.token })).status).toBe(404);
-        expect((await t.request(`/v1/agents/${id}/entitlements/${other.clientId}`, { method: "PUT", token: other.token })).status).toBe(404);
+        expect(
+          (
+            await t.request(`/v1/agents/${id}/entitlements/cli_unknown`, {
+              method: "PUT",
+              token: writer.token,
+            })
+          ).status,
+        ).toBe(404);
+        expect(
+          (
+            await t.request(`/v1/agents/${id}/entitlements/${other.clientId}`, {
+              method: "DELETE",
+              token: writer.token,
+            })
+          ).status,
+        ).toBe(404);
+        expect(
+          (
+            await t.request(`/v1/agents/${id}/entitlements/${other.clientId}`, {
+              method: "PUT",
+              token: other.token,
+            })
+          ).status,
+        ).toBe(404);
         expect((await t.request(`/v1/agents/${id}/entitlements`, { token: other.token })).status).toBe(404);
         expect((await t.request(`/v1/agents/${id}/entitlements`)).status).toBe(401);
-        expect((await t.request(`/v1/agents/${id}/entitlements/${other.clientId}`, { method: "PUT", token: admin.token })).status).toBe(204);
+        expect(
+          (
+            await t.request(`/v1/agents/${id}/entitlements/${other.clientId}`, {
+              method: "PUT",
+              token: admin.token,
+            })
+          ).status,
+        ).toBe(204);
       });
     });
 
     describe("GET /v1/agents (list)", () => {
-      let ids: Record<string, string>;
+      let ids: { alpha: string; beta: string; gamma: string };
       const tag = `tag-${Date.now()}`;
       beforeAll(async () => {
         const mk = (name: string, extra: Record<string, unknown>) =>
           cardWith({
             name,
-            skills: [{ id: `${name}-skill`, name: `${name} skill`, description: "d", tags: [tag, `${name}-only`] }],
+            skills: [
+              { id: `${name}-skill`, name: `${name} skill`, description: "d", tags: [tag, `${name}-only`] },
+            ],
             ...extra,
           });
-        ids = {};
-        ids.alpha = (await publishOk(mk("alpha", { capabilities: { streaming: true }, provider: { organization: "Acme Corp", url: "https://acme.example" } }))).id;
-        ids.beta = (await publishOk(mk("beta", { capabilities: { streaming: false }, defaultInputModes: ["image/png"] }))).id;
-        ids.gamma = (await publishOk(mk("gamma", { capabilities: {}, defaultOutputModes: ["audio/wav"] }))).id;
-        await t.request(`/v1/agents/${ids.gamma}`, { method: "PATCH", json: { status: "deprecated" }, token: writer.token });
+        const alpha = (
+          await publishOk(
+            mk("alpha", {
+              capabilities: { streaming: true },
+              provider: { organization: "Acme Corp", url: "https://acme.example" },
+            }),
+          )
+        ).id;
+        const beta = (
+          await publishOk(
+            mk("beta", { capabilities: { streaming: false }, defaultInputModes: ["image/png"] }),
+          )
+        ).id;
+        const gamma = (await publishOk(mk("gamma", { capabilities: {}, defaultOutputModes: ["audio/wav"] })))
+          .id;
+        ids = { alpha, beta, gamma };
+        await t.request(`/v1/agents/${ids.gamma}`, {
+          method: "PATCH",
+          json: { status: "deprecated" },
+          token: writer.token,
+        });
       });
       const listIds = async (query: string, token?: string) => {
         const res = await t.request(`/v1/agents?${query}`, { token });
@@ -570,17 +695,21 @@ for (const backend of BACKENDS) {
       test("happy: filters", async () => {
         expect((await listIds(`tag=${tag}`)).sort()).toEqual([ids.alpha, ids.beta, ids.gamma].sort());
         expect(await listIds(`tag=${tag.toUpperCase()}`)).toHaveLength(3);
-        expect(await listIds("skill=alpha-skill")).toEqual([ids.alpha!]);
-        expect(await listIds("skill=Beta%20Skill")).toEqual([ids.beta!]);
-        expect(await listIds(`tag=${tag}&streaming=true`)).toEqual([ids.alpha!]);
+        expect(await listIds("skill=alpha-skill")).toEqual([ids.alpha]);
+        expect(await listIds("skill=Beta%20Skill")).toEqual([ids.beta]);
+        expect(await listIds(`tag=${tag}&streaming=true`)).toEqual([ids.alpha]);
         expect((await listIds(`tag=${tag}&streaming=false`)).sort()).toEqual([ids.beta, ids.gamma].sort());
-        expect(await listIds(`tag=${tag}&provider=acme%20corp`)).toEqual([ids.alpha!]);
-        expect(await listIds(`tag=${tag}&inputMode=image/png`)).toEqual([ids.beta!]);
-        expect(await listIds(`tag=${tag}&outputMode=audio/wav`)).toEqual([ids.gamma!]);
-        expect(await listIds(`tag=${tag}&status=deprecated`)).toEqual([ids.gamma!]);
+        expect(await listIds(`tag=${tag}&provider=acme%20corp`)).toEqual([ids.alpha]);
+        expect(await listIds(`tag=${tag}&inputMode=image/png`)).toEqual([ids.beta]);
+        expect(await listIds(`tag=${tag}&outputMode=audio/wav`)).toEqual([ids.gamma]);
+        expect(await listIds(`tag=${tag}&status=deprecated`)).toEqual([ids.gamma]);
         expect(await listIds(`tag=${tag}&health=unknown`)).toHaveLength(3);
         expect(await listIds(`tag=${tag}&health=up`)).toHaveLength(0);
-        expect(await listIds(`tag=${tag}&updatedSince=${encodeURIComponent(new Date(Date.now() + 3_600_000).toISOString())}`)).toHaveLength(0);
+        expect(
+          await listIds(
+            `tag=${tag}&updatedSince=${encodeURIComponent(new Date(Date.now() + 3_600_000).toISOString())}`,
+          ),
+        ).toHaveLength(0);
         expect(await listIds(`tag=${tag}&updatedSince=2000-01-01T00:00:00Z`)).toHaveLength(3);
       });
 
@@ -589,7 +718,9 @@ for (const backend of BACKENDS) {
         let cursor: string | null = null;
         let pages = 0;
         do {
-          const res = await t.request(`/v1/agents?limit=2${cursor ? `&cursor=${cursor}` : ""}`, { token: admin.token });
+          const res = await t.request(`/v1/agents?limit=2${cursor ? `&cursor=${cursor}` : ""}`, {
+            token: admin.token,
+          });
           const body = await json<{ items: { id: string }[]; nextCursor: string | null }>(res);
           expect(body.items.length).toBeLessThanOrEqual(2);
           seen.push(...body.items.map((i) => i.id));
@@ -597,13 +728,24 @@ for (const backend of BACKENDS) {
           pages++;
         } while (cursor && pages < 500);
         expect(new Set(seen).size).toBe(seen.length);
-        const [row] = await t.db.database.rows<{ n: number }>(sql`select count(*)::int as n from agents where deleted_at is null`);
+        const [row] = await t.db.database.rows<{ n: number }>(
+          sql`select count(*)::int as n from agents where deleted_at is null`,
+        );
         expect(seen).toHaveLength(Number(row!.n));
-        expect(seen.indexOf(ids.gamma!)).toBeLessThan(seen.indexOf(ids.alpha!));
+        expect(seen.indexOf(ids.gamma)).toBeLessThan(seen.indexOf(ids.alpha));
       });
 
       test("errors: bad limit, cursor, status, dates are 400", async () => {
-        for (const q of ["limit=0", "limit=101", "limit=abc", "cursor=zzz", "status=deleted", "health=sideways", "updatedSince=yesterday", "streaming=maybe"]) {
+        for (const q of [
+          "limit=0",
+          "limit=101",
+          "limit=abc",
+          "cursor=zzz",
+          "status=deleted",
+          "health=sideways",
+          "updatedSince=yesterday",
+          "streaming=maybe",
+        ]) {
           const res = await t.request(`/v1/agents?${q}`);
           expect({ q, status: res.status }).toEqual({ q, status: 400 });
           expect((await json(res)).code).toBe("VALIDATION_FAILED");

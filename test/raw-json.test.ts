@@ -22,7 +22,7 @@ describe("topLevelMemberText", () => {
   });
 
   test("agrees with JSON.parse on a string holding braces, quotes and backslashes", () => {
-    const value = { s: 'he said "}" and \\ then {', arr: ["]", "[", "\\\""] };
+    const value = { s: 'he said "}" and \\ then {', arr: ["]", "[", '\\"'] };
     const text = JSON.stringify({ card: value });
     expect(JSON.parse(topLevelMemberText(text, "card")!)).toEqual(value);
   });
