@@ -1,4 +1,3 @@
-import { swagger } from "@elysiajs/swagger";
 import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { createAudit } from "./infra/audit";
@@ -6,6 +5,7 @@ import { type Database, openDatabase } from "./infra/db/client";
 import type { SafeFetchOptions } from "./infra/http";
 import { createLogger, type Logger } from "./infra/logger";
 import { createMetrics, type Metrics } from "./infra/metrics";
+import { apiDocs } from "./infra/openapi";
 import { createRequestContext, webPipeline } from "./infra/web";
 import { agentRoutes } from "./modules/agents/routes";
 import { createAgentsService } from "./modules/agents/service";
@@ -53,34 +53,7 @@ export function createApp(deps: Dependencies) {
   // dropping them, so a typo in a request is an error the caller sees.
   const app = new Elysia({ name: "a2a-registry", normalize: false })
     .use(webPipeline({ config, logger, metrics, requests }))
-    .use(
-      swagger({
-        path: "/docs",
-        provider: "swagger-ui",
-        documentation: {
-          info: {
-            title: config.appName,
-            version: config.appVersion,
-            description:
-              "Publish, discover and federate A2A agents by their Agent Cards. Errors are " +
-              "application/problem+json with a closed set of codes; see ARCHITECTURE.md.",
-          },
-          tags: [
-            { name: "auth", description: "OAuth 2.0 client credentials" },
-            { name: "clients", description: "API clients (admin)" },
-            { name: "agents", description: "Publish, read, version and retire agents" },
-            { name: "ops", description: "Health, readiness, metrics, audit" },
-            { name: "well-known", description: "Discovery documents" },
-          ],
-          components: {
-            securitySchemes: {
-              bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" },
-            },
-          },
-          security: [{ bearer: [] }, {}],
-        },
-      }),
-    )
+    .use(apiDocs(config))
     .use(healthRoutes({ config, database, metrics, logger, agents }))
     // The token endpoint authenticates clients with Basic credentials, so it sits before the bearer guard.
     .use(tokenRoute)

@@ -24,6 +24,13 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
     out(USAGE);
     return command ? 0 : 2;
   }
+  const known =
+    command === "migrate" ||
+    (command === "clients" && ["create", "list", "revoke"].includes(subcommand ?? ""));
+  if (!known) {
+    out(`Unknown command: ${[command, subcommand].filter(Boolean).join(" ")}\n\n${USAGE}`);
+    return 2;
+  }
   const config = parseConfig(process.env, { requireSecret: false });
   const logger = createLogger(process.env.LOG_LEVEL ?? "warn");
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, poolMax: 2 });
@@ -33,7 +40,6 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
       out(`migrations applied (${database.kind})`);
       return 0;
     }
-    if (command !== "clients") throw new UsageError(`Unknown command: ${command}`);
     const metrics = createMetrics({ collectProcessMetrics: false });
     const audit = createAudit({ database, metrics, logger });
     const auth = createAuthService({ config, database, audit, metrics, logger });
@@ -88,7 +94,7 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
       out(`revoked ${clientId}`);
       return 0;
     }
-    throw new UsageError(`Unknown clients subcommand: ${subcommand ?? "(none)"}`);
+    throw new UsageError(`Unknown clients subcommand: ${subcommand}`);
   } catch (error) {
     if (error instanceof UsageError || error instanceof TypeError) {
       out(`${error.message}\n\n${USAGE}`);

@@ -67,6 +67,13 @@ const DEFAULT_RATE_LIMITS: Record<EndpointClass, string> = {
 /** A fixed, public key for development only: anyone can forge tokens with it, hence the DEBUG gate. */
 const DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production";
 
+const SECRET_VARIABLES = new Set(["SECRET_KEY", "ADMIN_CLIENT_SECRET"]);
+
+/** Hides `user:password@` in URL-like values so a malformed DATABASE_URL never prints its password. */
+function maskCredentials(value: string) {
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/]*@/i, "$1***@");
+}
+
 function parseRateLimit(name: string, text: string): RateLimit {
   const match = /^([0-9]+)\/([0-9]*)(ms|s|m|h)$/.exec(text);
   if (!match) throw new ConfigError(`${name}: expected N/period such as 600/60s, got "${text}"`);
@@ -101,8 +108,7 @@ export function parseConfig(
   const firstError = Value.Errors(EnvSchema, env).First();
   if (firstError) {
     const variable = firstError.path.replace(/^\//, "");
-    const shown =
-      variable === "SECRET_KEY" || variable === "ADMIN_CLIENT_SECRET" ? "(hidden)" : `"${env[variable]}"`;
+    const shown = SECRET_VARIABLES.has(variable) ? "(hidden)" : `"${maskCredentials(env[variable] ?? "")}"`;
     throw new ConfigError(`${variable}: ${firstError.message} (got ${shown})`);
   }
   const int = (key: keyof Env, fallback: number, min: number, max: number) => {

@@ -46,10 +46,11 @@ async function main() {
     logger.info({ signal }, "shutting down: draining requests");
     try {
       await app.stop(false);
+      // Elysia writes access-log lines just after each response; let the last ones run before closing.
+      await new Promise((resolve) => setImmediate(resolve));
       await database.close();
       logger.info("shutdown complete");
-      logger.flush();
-      process.exit(0);
+      logger.flush(() => process.exit(0));
     } catch (error) {
       logger.error({ err: error }, "shutdown failed");
       process.exit(1);

@@ -1,6 +1,6 @@
 import { Elysia } from "elysia";
 import type { Config } from "../config";
-import { ApiError, type ErrorCode, type FieldError, problemResponse } from "../errors";
+import { ApiError, ERROR_CODES, type ErrorCode, type FieldError, problemResponse } from "../errors";
 import type { Logger } from "./logger";
 import type { Metrics } from "./metrics";
 
@@ -81,17 +81,23 @@ function formToObject(text: string): Record<string, string | string[]> {
   return result;
 }
 
-function validationErrors(error: unknown): FieldError[] {
+function validationErrors(error: unknown, request: Request): FieldError[] {
   const source = error as {
-    all?: Array<{ path?: string; message?: string; summary?: string }>;
+    all?: Array<{ path?: string; message?: string; summary?: string; value?: unknown }>;
     type?: string;
   };
-  const where = (error as { type?: string }).type ?? "";
+  const where = source.type ?? "";
   const list = Array.isArray(source.all) ? source.all : [];
-  return list.slice(0, 50).map((e) => ({
-    path: `/${where}${e.path ?? ""}`,
-    message: e.summary ?? e.message ?? "Invalid value",
-  }));
+  return list.slice(0, 50).map((e) => {
+    let path = `/${where}${e.path ?? ""}`;
+    // Elysia checks a converted query number on its own ("property") and drops its name; find it again.
+    if (where === "property") {
+      const params = new URL(request.url).searchParams;
+      const name = [...params.keys()].find((key) => Number(params.get(key)) === e.value);
+      path = name === undefined ? "/query" : `/query/${name}`;
+    }
+    return { path, message: e.summary ?? e.message ?? "Invalid value" };
+  });
 }
 
 const DB_UNAVAILABLE_CODES = new Set([
@@ -166,12 +172,12 @@ export function webPipeline(deps: {
       if (path.startsWith("/docs")) set.headers["content-security-policy"] = DOCS_CSP;
 
       const declared = request.headers.get("content-length");
+      // Thrown rather than returned so the error handler, access log and metrics see it like any error.
       if (declared !== null && Number(declared) > config.maxBodyBytes)
-        return problemResponse(
+        throw new ApiError(
           "PAYLOAD_TOO_LARGE",
           `Request body of ${declared} bytes exceeds the limit of ${config.maxBodyBytes} bytes`,
-          state.requestId,
-          { ...SECURITY_HEADERS, "x-request-id": state.requestId, connection: "close" },
+          { headers: { connection: "close" } },
         );
     })
     .onParse({ as: "global" }, async ({ request, contentType }) => {
@@ -198,8 +204,11 @@ export function webPipeline(deps: {
       }
       return undefined;
     })
-    .onError({ as: "global" }, ({ code, error, request, path }) => {
+    .onError({ as: "global" }, ({ code, error: thrown, request, path, set }) => {
       const state = stateOf(request);
+      // Elysia wraps whatever a parser throws in its own ParseError; the ApiError inside is the real answer.
+      const cause = (thrown as { cause?: unknown }).cause;
+      const error = code === "PARSE" && cause instanceof ApiError ? cause : thrown;
       let apiCode: ErrorCode;
       let detail: string;
       let errors: FieldError[] | undefined;
@@ -211,7 +220,7 @@ export function webPipeline(deps: {
         headers = error.options.headers ?? {};
       } else if (code === "VALIDATION") {
         apiCode = "VALIDATION_FAILED";
-        errors = validationErrors(error);
+        errors = validationErrors(error, request);
         detail = errors.length
           ? `Invalid request: ${errors
               .slice(0, 3)
@@ -234,13 +243,22 @@ export function webPipeline(deps: {
         detail = "An unexpected error occurred; quote the request id when reporting it";
         logger.error({ requestId: state.requestId, err: error }, "unhandled error");
       }
-      return problemResponse(
-        apiCode,
-        detail,
-        state.requestId,
-        { ...SECURITY_HEADERS, "x-request-id": state.requestId, ...headers },
-        errors,
-      );
+      const responseHeaders = { ...SECURITY_HEADERS, "x-request-id": state.requestId, ...headers };
+      // The access log and metrics read the status from `set`, not from the Response returned here.
+      set.status =
+        path === "/oauth/token" && apiCode === "VALIDATION_FAILED" ? 400 : ERROR_CODES[apiCode].status;
+      // RFC 6749 5.2 governs every error of the token endpoint, including bodies we cannot parse.
+      if (path === "/oauth/token" && apiCode === "VALIDATION_FAILED")
+        return new Response(JSON.stringify({ error: "invalid_request", error_description: detail }), {
+          status: 400,
+          headers: {
+            ...responseHeaders,
+            "content-type": "application/json",
+            "cache-control": "no-store",
+            pragma: "no-cache",
+          },
+        });
+      return problemResponse(apiCode, detail, state.requestId, responseHeaders, errors);
     })
     .onAfterResponse({ as: "global" }, ({ request, route, set, responseValue }) => {
       const state = stateOf(request);

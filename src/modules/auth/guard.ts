@@ -33,8 +33,9 @@ export function authGuard(deps: { auth: AuthService; requests: RequestContext; m
       return { caller };
     })
     .macro({
+      // transform runs before body validation: an unauthorised caller learns nothing about the schema.
       scopes: (required: Scope[]) => ({
-        beforeHandle(context) {
+        transform(context) {
           requireScopes((context as unknown as { caller: Caller }).caller, required, deps.metrics);
         },
       }),

@@ -6,8 +6,7 @@ import type { Audit } from "../../infra/audit";
 import type { Database } from "../../infra/db/client";
 import type { Logger } from "../../infra/logger";
 import type { Metrics } from "../../infra/metrics";
-import type { Caller, OAuthErrorCode, Scope } from "./model";
-import { SCOPES } from "./model";
+import { type Caller, hasScope, type OAuthErrorCode, SCOPES, type Scope } from "./model";
 import { clientsRepo } from "./repo";
 
 export type AuthDeps = { config: Config; database: Database; audit: Audit; metrics: Metrics; logger: Logger };
@@ -98,7 +97,15 @@ export function createAuthService(deps: AuthDeps) {
       const requested = [...new Set(input.scope.trim().split(/ +/))];
       const unknown = requested.filter((s) => !(SCOPES as readonly string[]).includes(s));
       if (unknown.length) throw new OAuthFailure("invalid_scope", `Unknown scope: ${unknown.join(" ")}`);
-      const notGranted = requested.filter((s) => !granted.includes(s as Scope) && !granted.includes("admin"));
+      // A token may be narrowed to any scope its client's scopes imply (admin implies all, write implies read).
+      const grantedClient: Caller = {
+        kind: "client",
+        clientId: "",
+        scopes: granted,
+        admin: granted.includes("admin"),
+        tokenId: "",
+      };
+      const notGranted = requested.filter((s) => !hasScope(grantedClient, s as Scope));
       if (notGranted.length)
         throw new OAuthFailure("invalid_scope", `Scope not granted to this client: ${notGranted.join(" ")}`);
       scopes = requested as Scope[];
