@@ -18,7 +18,8 @@ const SECURITY_HEADERS = [
 ] as const;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Anything that looks like a stack frame, a module path or SQL in a response body. */
-const LEAK = /\n\s+at |\bat .+:\d+:\d+|node_modules|\/src\/|\bselect\b.+\bfrom\b|\binsert into\b|\bpg_|drizzle/i;
+const LEAK =
+  /\n\s+at |\bat .+:\d+:\d+|node_modules|\/src\/|\bselect\b.+\bfrom\b|\binsert into\b|\bpg_|drizzle/i;
 
 type Json = Record<string, unknown>;
 let cardCounter = 0;
@@ -91,12 +92,16 @@ function find(samples: Sample[], name: string, labels: Record<string, string> = 
 /** A body that fails the test if anyone reads it: the limit must be decided from Content-Length alone. */
 function poisonedBody() {
   const state = { pulled: false };
-  const body = new ReadableStream<Uint8Array>({
-    pull(controller) {
-      state.pulled = true;
-      controller.error(new Error("the body must not be read"));
+  // highWaterMark 0: the stream pulls only when someone reads, not eagerly on construction.
+  const body = new ReadableStream<Uint8Array>(
+    {
+      pull(controller) {
+        state.pulled = true;
+        controller.error(new Error("the body must not be read"));
+      },
     },
-  });
+    { highWaterMark: 0 },
+  );
   return { body, state };
 }
 
@@ -132,8 +137,8 @@ for (const backend of BACKENDS) {
       expect(res.status).toBe(201);
       agentId = (await json<{ id: string }>(res)).id;
       agentEtag = res.headers.get("etag")!;
-    });
-    afterAll(() => t.close());
+    }, 60_000);
+    afterAll(() => t.close(), 30_000);
 
     describe("GET /health", () => {
       test("happy: 200 {status: ok}", async () => {
@@ -152,9 +157,10 @@ for (const backend of BACKENDS) {
       test("happy: 200 with a database check and its latency", async () => {
         const res = await t.request("/health/ready");
         expect(res.status).toBe(200);
-        const body = await json<{ status: string; checks: Record<string, { status: string; latencyMs?: number }> }>(
-          res,
-        );
+        const body = await json<{
+          status: string;
+          checks: Record<string, { status: string; latencyMs?: number }>;
+        }>(res);
         expect(body.checks.database!.status).toBe("ok");
         expect(typeof body.checks.database!.latencyMs).toBe("number");
         expect(body.checks.database!.latencyMs!).toBeGreaterThanOrEqual(0);
@@ -294,10 +300,16 @@ for (const backend of BACKENDS) {
         expect(state.pulled).toBe(false);
       });
 
-      test("happy: a body just under the limit is parsed (and judged on its content)", async () => {
-        const padded = { card: { ...(await uniqueCard("padded")), padding: "x".repeat(1000) } };
+      test("happy: a body just under 1 MiB passes the limit (and is judged on its content)", async () => {
+        const card = await uniqueCard("padded");
+        const skeleton = JSON.stringify({ card: { ...card, padding: "" } });
+        const padded = JSON.stringify({
+          card: { ...card, padding: "x".repeat(1024 * 1024 - skeleton.length) },
+        });
+        expect(Buffer.byteLength(padded)).toBe(1024 * 1024);
         const res = await t.request("/v1/agents", { method: "POST", json: padded, token: writer.token });
-        expect(res.status).toBe(201);
+        expect(res.status).not.toBe(413);
+        expect([201, 422]).toContain(res.status);
       });
     });
 
@@ -316,7 +328,7 @@ for (const backend of BACKENDS) {
         await expectProblem(res, 400, "VALIDATION_FAILED");
       });
 
-      test("errors: unsupported content type -> 4xx problem naming the content type", async () => {
+      test("errors: unsupported content type -> 4xx problem", async () => {
         const res = await t.request("/v1/agents", {
           method: "POST",
           body: "hello",
@@ -324,6 +336,16 @@ for (const backend of BACKENDS) {
           token: writer.token,
         });
         expect([400, 415]).toContain(res.status);
+        await expectProblem(res, res.status, "VALIDATION_FAILED");
+      });
+
+      test("errors: the unsupported content type problem says what to send instead", async () => {
+        const res = await t.request("/v1/agents", {
+          method: "POST",
+          body: "hello",
+          headers: { "content-type": "text/plain" },
+          token: writer.token,
+        });
         const body = await expectProblem(res, res.status, "VALIDATION_FAILED");
         expect(String(body.detail).toLowerCase()).toContain("content type");
       });
@@ -335,9 +357,28 @@ for (const backend of BACKENDS) {
           const errors = body.errors as Array<{ path: string; message: string }>;
           expect(Array.isArray(errors)).toBe(true);
           expect(errors.length).toBeGreaterThan(0);
-          expect(errors.some((e) => e.path.includes("limit"))).toBe(true);
+          for (const e of errors) {
+            expect(typeof e.path).toBe("string");
+            expect(typeof e.message).toBe("string");
+          }
         });
       }
+
+      test("errors: each invalid limit is reported at /query/limit", async () => {
+        const paths: Record<string, string[]> = {};
+        for (const limit of ["0", "1000", "abc", "-1"]) {
+          const body = await json<{ errors?: Array<{ path: string }> }>(
+            await t.request(`/v1/agents?limit=${limit}`),
+          );
+          paths[limit] = (body.errors ?? []).map((e) => e.path);
+        }
+        expect(paths).toEqual({
+          "0": ["/query/limit"],
+          "1000": ["/query/limit"],
+          abc: ["/query/limit"],
+          "-1": ["/query/limit"],
+        });
+      });
 
       test("errors: unknown route -> 404 problem NOT_FOUND", async () => {
         const res = await t.request("/v2/whatever?x=1");
@@ -435,7 +476,11 @@ for (const backend of BACKENDS) {
       test("happy: action filter", async () => {
         await t.request("/oauth/token", {
           method: "POST",
-          form: { grant_type: "client_credentials", client_id: writer.clientId, client_secret: "wrong-secret" },
+          form: {
+            grant_type: "client_credentials",
+            client_id: writer.clientId,
+            client_secret: "wrong-secret",
+          },
         });
         const res = await t.request("/v1/audit?action=token.denied", { token: admin.token });
         const page = await json<{ items: Array<Json> }>(res);
@@ -463,7 +508,9 @@ for (const backend of BACKENDS) {
       });
 
       test("happy: cursor pagination walks every row once, newest first", async () => {
-        const all = await json<{ items: Array<Json> }>(await t.request("/v1/audit?limit=200", { token: admin.token }));
+        const all = await json<{ items: Array<Json> }>(
+          await t.request("/v1/audit?limit=200", { token: admin.token }),
+        );
         expect(all.items.length).toBeGreaterThanOrEqual(3);
         const seen: string[] = [];
         let cursor: string | null = null;
@@ -482,15 +529,26 @@ for (const backend of BACKENDS) {
         expect(new Set(seen).size).toBe(seen.length);
       });
 
-      for (const cursor of ["not-a-cursor", Buffer.from("s:12").toString("base64url"), "%00", "a".repeat(101)]) {
+      for (const cursor of [
+        "not-a-cursor",
+        Buffer.from("s:12").toString("base64url"),
+        "%00",
+        "a".repeat(101),
+      ]) {
         test(`errors: malformed cursor ${JSON.stringify(cursor.slice(0, 12))} -> 400`, async () => {
-          const res = await t.request(`/v1/audit?cursor=${encodeURIComponent(cursor)}`, { token: admin.token });
+          const res = await t.request(`/v1/audit?cursor=${encodeURIComponent(cursor)}`, {
+            token: admin.token,
+          });
           await expectProblem(res, 400, "VALIDATION_FAILED");
         });
       }
 
       test("errors: limit out of range -> 400", async () => {
-        await expectProblem(await t.request("/v1/audit?limit=0", { token: admin.token }), 400, "VALIDATION_FAILED");
+        await expectProblem(
+          await t.request("/v1/audit?limit=0", { token: admin.token }),
+          400,
+          "VALIDATION_FAILED",
+        );
         await expectProblem(
           await t.request("/v1/audit?limit=201", { token: admin.token }),
           400,
@@ -530,9 +588,10 @@ for (const backend of BACKENDS) {
       expect((await t.request(`/v1/agents/${crypto.randomUUID()}`)).status).toBe(404);
       expect((await t.request("/v1/agents", { token: "garbage.token.value" })).status).toBe(401);
       expect((await t.request("/definitely/not/here")).status).toBe(404);
+      expect((await t.request("/v1/agents?limit=0")).status).toBe(400);
       await settle();
-    });
-    afterAll(() => t.close());
+    }, 60_000);
+    afterAll(() => t.close(), 30_000);
 
     test("happy: Prometheus text exposition", async () => {
       const res = await t.request("/metrics");
@@ -560,11 +619,22 @@ for (const backend of BACKENDS) {
         })[0]?.value,
       ).toBe(1);
       expect(
-        find(samples, "a2a_registry_requests_total", { route: "/v1/agents/:id", status_code: "404" })[0]?.value,
+        find(samples, "a2a_registry_requests_total", { route: "/v1/agents/:id", status_code: "404" })[0]
+          ?.value,
       ).toBe(1);
-      expect(find(samples, "a2a_registry_requests_total", { route: "/v1/agents", status_code: "401" })).toHaveLength(
-        1,
-      );
+      expect(
+        find(samples, "a2a_registry_requests_total", { route: "/v1/agents", status_code: "401" }),
+      ).toHaveLength(1);
+    });
+
+    test("happy: status_code is the status actually sent, also for errors", async () => {
+      const samples = parseMetrics(await (await t.request("/metrics")).text());
+      const requests = find(samples, "a2a_registry_requests_total");
+      const listErrors = requests.filter((s) => s.labels.route === "/v1/agents" && s.labels.method === "GET");
+      expect(listErrors.find((s) => s.labels.status_code === "400")?.value).toBe(1);
+      expect(listErrors.find((s) => s.labels.status_code === "422")).toBeUndefined();
+      const unmatched = requests.filter((s) => !s.labels.route?.startsWith("/"));
+      expect(unmatched.map((s) => s.labels.status_code)).toEqual(["404"]);
     });
 
     test("security: raw paths and ids never become label values", async () => {
@@ -587,9 +657,9 @@ for (const backend of BACKENDS) {
       });
       expect(buckets.length).toBeGreaterThan(1);
       expect(buckets.find((b) => b.labels.le === "+Inf")?.value).toBeGreaterThanOrEqual(3);
-      expect(find(samples, "a2a_registry_request_duration_seconds_count", { route: "/v1/agents/:id" }).length).toBe(
-        1,
-      );
+      expect(
+        find(samples, "a2a_registry_request_duration_seconds_count", { route: "/v1/agents/:id" }).length,
+      ).toBe(1);
     });
 
     test("happy: agents_total{status=active} reflects published agents", async () => {
@@ -640,9 +710,12 @@ for (const backend of BACKENDS) {
     let deprecatedId: string;
 
     beforeAll(async () => {
-      t = await createTestApp(backend, { config: { registryBaseUrl: baseUrl, appName: "Index Test Registry" } });
+      t = await createTestApp(backend, {
+        config: { registryBaseUrl: baseUrl, appName: "Index Test Registry" },
+      });
       const writer = await t.client(["agents:write"], "index writer");
-      for (let i = 0; i < 3; i++) publicIds.push((await publish(t, writer.token, await uniqueCard("public"))).id);
+      for (let i = 0; i < 3; i++)
+        publicIds.push((await publish(t, writer.token, await uniqueCard("public"))).id);
       privateId = (await publish(t, writer.token, await uniqueCard("private"), "private")).id;
       deprecatedId = (await publish(t, writer.token, await uniqueCard("deprecated"))).id;
       const patched = await t.request(`/v1/agents/${deprecatedId}`, {
@@ -651,8 +724,8 @@ for (const backend of BACKENDS) {
         token: writer.token,
       });
       expect(patched.status).toBe(200);
-    });
-    afterAll(() => t.close());
+    }, 60_000);
+    afterAll(() => t.close(), 30_000);
 
     test("happy: shape, only public active agents", async () => {
       const res = await t.request("/.well-known/agents/index.json");
@@ -710,7 +783,11 @@ for (const backend of BACKENDS) {
         400,
         "VALIDATION_FAILED",
       );
-      await expectProblem(await t.request("/.well-known/agents/index.json?limit=0"), 400, "VALIDATION_FAILED");
+      await expectProblem(
+        await t.request("/.well-known/agents/index.json?limit=0"),
+        400,
+        "VALIDATION_FAILED",
+      );
     });
 
     test("happy: the registry's own card url uses REGISTRY_BASE_URL", async () => {
@@ -726,8 +803,8 @@ for (const backend of BACKENDS) {
     beforeAll(async () => {
       t = await createTestApp(backend, { config: { maxBodyBytes: 2048 } });
       writer = await t.client(["agents:write"]);
-    });
-    afterAll(() => t.close());
+    }, 60_000);
+    afterAll(() => t.close(), 30_000);
 
     test("errors: declared length over the configured limit -> 413 without reading", async () => {
       const { body, state } = poisonedBody();
@@ -748,7 +825,9 @@ for (const backend of BACKENDS) {
     });
 
     test("errors: a streamed body without Content-Length past the limit -> 413", async () => {
-      const bytes = new TextEncoder().encode(JSON.stringify({ card: { name: "x", padding: "a".repeat(8000) } }));
+      const bytes = new TextEncoder().encode(
+        JSON.stringify({ card: { name: "x", padding: "a".repeat(8000) } }),
+      );
       const res = await t.app.handle(
         new Request(`${BASE}/v1/agents`, {
           method: "POST",
@@ -794,13 +873,16 @@ for (const backend of BACKENDS) {
     beforeAll(async () => {
       t = await createTestApp(backend);
       await t.db.database.close();
-    });
-    afterAll(() => t.close());
+    }, 60_000);
+    afterAll(() => t.close(), 30_000);
 
     test("errors: /health/ready -> 503 with database down", async () => {
       const res = await t.request("/health/ready");
       expect(res.status).toBe(503);
-      const body = await json<{ status: string; checks: { database: { status: string; latencyMs?: number } } }>(res);
+      const body = await json<{
+        status: string;
+        checks: { database: { status: string; latencyMs?: number } };
+      }>(res);
       expect(body.checks.database.status).toBe("down");
       expect(body.status).not.toBe("ready");
       expectSecurityHeaders(res);
@@ -850,7 +932,7 @@ for (const backend of BACKENDS) {
         metrics: createMetrics({ collectProcessMetrics: false }),
       });
       app = createApp(deps);
-    });
+    }, 60_000);
     afterAll(async () => {
       if (app?.server) await app.stop();
       await db?.drop();
@@ -893,13 +975,36 @@ for (const backend of BACKENDS) {
 
       const readLines = accessLines("log-read-1");
       expect(readLines).toHaveLength(1);
-      expect(readLines[0]).toMatchObject({ method: "GET", route: "/v1/agents/:id", status: 200, clientId: null });
+      expect(readLines[0]).toMatchObject({
+        method: "GET",
+        route: "/v1/agents/:id",
+        status: 200,
+        clientId: null,
+      });
       expect(JSON.stringify(readLines[0])).not.toContain(id);
 
       const missingLines = accessLines("log-404-1");
       expect(missingLines).toHaveLength(1);
-      expect(missingLines[0]).toMatchObject({ method: "GET", status: 404 });
+      expect(missingLines[0]).toMatchObject({ method: "GET" });
       expect(JSON.stringify(missingLines[0])).not.toContain("/nope/nothing");
+    });
+
+    test("happy: error responses are logged with the status actually sent", async () => {
+      const sent: Record<string, number> = {};
+      for (const [requestId, path] of [
+        ["log-status-404", "/nope/nothing/else"],
+        ["log-status-400", "/v1/agents?limit=abc"],
+        ["log-status-401", "/v1/audit"],
+      ] as const) {
+        const res = await send(path, { headers: { "x-request-id": requestId } });
+        sent[requestId] = res.status;
+      }
+      await settle();
+      const logged = Object.fromEntries(
+        Object.keys(sent).map((requestId) => [requestId, accessLines(requestId)[0]?.status]),
+      );
+      expect(logged).toEqual(sent);
+      expect(sent).toEqual({ "log-status-404": 404, "log-status-400": 400, "log-status-401": 401 });
     });
 
     test("happy: a 413 rejected before routing is still logged once", async () => {
@@ -963,7 +1068,13 @@ for (const backend of BACKENDS) {
       expect(badBearer.status).toBe(401);
       await settle();
 
-      for (const id of ["log-token-basic", "log-token-form", "log-token-denied", "log-authed", "log-bad-bearer"])
+      for (const id of [
+        "log-token-basic",
+        "log-token-form",
+        "log-token-denied",
+        "log-authed",
+        "log-bad-bearer",
+      ])
         expect(accessLines(id), id).toHaveLength(1);
       expect(accessLines("log-authed")[0]!.clientId).toBe(client.client_id);
       expect(raw).not.toContain(client.client_secret);
