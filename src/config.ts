@@ -49,6 +49,10 @@ export const EnvSchema = T.Object({
   ),
   MAX_BODY_BYTES: T.Optional(Int),
   CARD_FETCH_TIMEOUT_MS: T.Optional(Int),
+  CACHE_ENABLED: T.Optional(Bool),
+  CACHE_L1_MAX_ENTRIES: T.Optional(Int),
+  CACHE_L1_TTL_MS: T.Optional(Int),
+  CACHE_REDIS_TTL_SECONDS: T.Optional(Int),
 });
 export type Env = Static<typeof EnvSchema>;
 
@@ -165,6 +169,12 @@ export function parseConfig(
     maxBodyBytes: int("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
     cardFetchTimeoutMs: int("CARD_FETCH_TIMEOUT_MS", 5000, 100, 60_000),
     cardFetchMaxBytes: 256 * 1024,
+    cache: {
+      enabled: toBool(env.CACHE_ENABLED, true),
+      l1MaxEntries: int("CACHE_L1_MAX_ENTRIES", 10_000, 0, 10_000_000),
+      l1TtlMs: int("CACHE_L1_TTL_MS", 2000, 0, 3_600_000),
+      redisTtlSeconds: int("CACHE_REDIS_TTL_SECONDS", 300, 1, 86_400 * 30),
+    },
   };
 }
 

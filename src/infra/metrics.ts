@@ -69,6 +69,11 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
     labelNames: ["class"] as const,
     registers: [registry],
   });
+  const rateLimiterFallbacks = new Counter({
+    name: "a2a_registry_rate_limiter_fallbacks_total",
+    help: "Limiter decisions made by in-process buckets because Redis failed",
+    registers: [registry],
+  });
   const cacheRequests = new Counter({
     name: "a2a_registry_cache_requests_total",
     help: "Cache lookups by layer (l1, redis) and result (hit, miss, error)",
@@ -88,6 +93,7 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
     searchQueries,
     peerSyncs,
     rateLimited,
+    rateLimiterFallbacks,
     cacheRequests,
   };
 }
