@@ -1,17 +1,21 @@
 import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { createAudit } from "./infra/audit";
+import { createInvalidationBus, type InvalidationBus } from "./infra/bus";
+import { createVersionedCache } from "./infra/cache";
 import { type Database, openDatabase } from "./infra/db/client";
 import type { SafeFetchOptions } from "./infra/http";
 import { createLogger, type Logger } from "./infra/logger";
 import { createMetrics, type Metrics } from "./infra/metrics";
 import { apiDocs } from "./infra/openapi";
+import { createRedisClients, type RedisClients } from "./infra/redis";
 import { createRequestContext, webPipeline } from "./infra/web";
 import { agentRoutes } from "./modules/agents/routes";
-import { createAgentsService } from "./modules/agents/service";
+import { createAgentsService, type SerializedAgent } from "./modules/agents/service";
 import { authGuard } from "./modules/auth/guard";
 import { authRoutes } from "./modules/auth/routes";
 import { createAuthService } from "./modules/auth/service";
+import type { DependencyCheck } from "./modules/ops/model";
 import { healthRoutes, opsRoutes } from "./modules/ops/routes";
 
 /** Everything the app needs from outside, built once at boot (or per test) and passed in. */
@@ -20,6 +24,8 @@ export type Dependencies = {
   logger: Logger;
   metrics: Metrics;
   database: Database;
+  /** Absent when REDIS_URL is unset: caches and limiter stay in-process. */
+  redis?: RedisClients;
   fetchOptions?: Partial<SafeFetchOptions>;
 };
 
@@ -36,7 +42,23 @@ export async function createDependencies(
       dataDir: config.dataDir,
       poolMax: config.databasePoolMax,
     }));
-  return { config, logger, metrics, database, fetchOptions: overrides.fetchOptions };
+  const redis =
+    overrides.redis ?? (config.redisUrl ? createRedisClients(config.redisUrl, logger) : undefined);
+  return { config, logger, metrics, database, redis, fetchOptions: overrides.fetchOptions };
+}
+
+/** Redis is optional for serving (reads fall back to Postgres), so its failure is "degraded", not "down". */
+async function redisProbe(redis: RedisClients, bus: InvalidationBus): Promise<DependencyCheck> {
+  const started = performance.now();
+  try {
+    await redis.command.ping();
+    const latencyMs = Math.round((performance.now() - started) * 100) / 100;
+    return bus.coherent()
+      ? { status: "ok", latencyMs }
+      : { status: "degraded", latencyMs, detail: "invalidation channel reconnecting" };
+  } catch (error) {
+    return { status: "degraded", detail: `redis: ${(error as Error).message}; serving from Postgres` };
+  }
 }
 
 /** Builds the HTTP app and its services over the given dependencies. Migrations are the caller's job. */
@@ -44,8 +66,33 @@ export function createApp(deps: Dependencies) {
   const { config, logger, metrics, database } = deps;
   const requests = createRequestContext();
   const audit = createAudit({ database, metrics, logger });
-  const auth = createAuthService({ config, database, audit, metrics, logger });
-  const agents = createAgentsService({ config, database, audit, metrics, fetchOptions: deps.fetchOptions });
+  const bus = createInvalidationBus({
+    subscriber: deps.redis?.subscriber,
+    publisher: deps.redis?.command,
+    logger,
+  });
+  const auth = createAuthService({ config, database, audit, metrics, logger, bus });
+  const cacheEnabled = config.cache.enabled;
+  const agentCache = createVersionedCache<SerializedAgent>({
+    name: "agent",
+    redis: cacheEnabled ? deps.redis?.command : undefined,
+    bus,
+    metrics,
+    logger,
+    l1MaxEntries: cacheEnabled ? config.cache.l1MaxEntries : 0,
+    l1TtlMs: config.cache.l1TtlMs,
+    redisTtlSeconds: config.cache.redisTtlSeconds,
+    encode: (agent) => JSON.stringify(agent),
+    decode: (text) => JSON.parse(text) as SerializedAgent,
+  });
+  const agents = createAgentsService({
+    config,
+    database,
+    audit,
+    metrics,
+    cache: agentCache,
+    fetchOptions: deps.fetchOptions,
+  });
   const guard = authGuard({ auth, requests, metrics });
   const { tokenRoute, clientRoutes } = authRoutes({ auth, guard, audit, metrics, requests });
 
@@ -54,7 +101,16 @@ export function createApp(deps: Dependencies) {
   const app = new Elysia({ name: "a2a-registry", normalize: false })
     .use(webPipeline({ config, logger, metrics, requests }))
     .use(apiDocs(config))
-    .use(healthRoutes({ config, database, metrics, logger, agents }))
+    .use(
+      healthRoutes({
+        config,
+        database,
+        metrics,
+        logger,
+        agents,
+        probes: deps.redis ? { cache: () => redisProbe(deps.redis!, bus) } : undefined,
+      }),
+    )
     // The token endpoint authenticates clients with Basic credentials, so it sits before the bearer guard.
     .use(tokenRoute)
     .use(guard)
@@ -62,7 +118,7 @@ export function createApp(deps: Dependencies) {
     .use(agentRoutes({ config, agents, guard, requests }))
     .use(opsRoutes({ config, database, metrics, logger, agents, guard }));
 
-  return Object.assign(app, { services: { auth, agents, audit } });
+  return Object.assign(app, { services: { auth, agents, audit, agentCache, bus } });
 }
 
 export type App = ReturnType<typeof createApp>;

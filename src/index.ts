@@ -49,6 +49,7 @@ async function main() {
       // Elysia writes access-log lines just after each response; let the last ones run before closing.
       await new Promise((resolve) => setImmediate(resolve));
       await database.close();
+      await deps.redis?.close();
       logger.info("shutdown complete");
       logger.flush(() => process.exit(0));
     } catch (error) {

@@ -544,6 +544,8 @@ for (const backend of BACKENDS) {
         await t.db.database.rows(
           sql`update agents set origin_registry = 'peer.example', origin_id = 'remote-1', owner = null where id = ${copy.id}`,
         );
+        // written behind the cache's back, as only the federation worker may; drop the stale copy
+        t.app.services.agentCache.clearLocal();
         const res = await t.request(`/v1/agents/${copy.id}`, { method: "DELETE", token: admin.token });
         expect(res.status).toBe(403);
         expect((await json(res)).detail).toContain("federated copy");

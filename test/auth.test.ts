@@ -761,9 +761,15 @@ for (const backend of BACKENDS) {
 
         test("a token whose client row no longer exists -> 401", async () => {
           const ghost = await t.client(["admin"], "ghost");
-          expect((await listClients(t, ghost.token)).status).toBe(200);
           await t.db.database.rows(sql`delete from clients where client_id = ${ghost.clientId}`);
           await expectUnauthorized(await listClients(t, ghost.token));
+          // A client already seen is remembered; a deletion made behind the API must announce itself on
+          // the invalidation bus (as revocation does), and then its live token fails at once.
+          const seen = await t.client(["admin"], "seen ghost");
+          expect((await listClients(t, seen.token)).status).toBe(200);
+          await t.db.database.rows(sql`delete from clients where client_id = ${seen.clientId}`);
+          await t.app.services.bus.publish({ kind: "client", id: seen.clientId });
+          await expectUnauthorized(await listClients(t, seen.token));
         });
 
         test("401 bodies carry the request id of the X-Request-ID header, propagated when sent", async () => {

@@ -3,6 +3,7 @@ import { type Config, testConfig } from "../../src/config";
 import type { SafeFetchOptions } from "../../src/infra/http";
 import { createLogger } from "../../src/infra/logger";
 import { createMetrics } from "../../src/infra/metrics";
+import { createRedisClients } from "../../src/infra/redis";
 import type { Scope } from "../../src/modules/auth/model";
 import { type BackendName, createTestDatabase, type TestDatabase } from "./db";
 
@@ -24,7 +25,13 @@ export type TestApp = {
 
 export async function createTestApp(
   backend: BackendName,
-  options: { config?: Partial<Config>; fetchOptions?: Partial<SafeFetchOptions>; db?: TestDatabase } = {},
+  options: {
+    config?: Partial<Config>;
+    fetchOptions?: Partial<SafeFetchOptions>;
+    db?: TestDatabase;
+    /** Redis URL: the app gets its own connections to it, closed with the app. */
+    redisUrl?: string;
+  } = {},
 ): Promise<TestApp> {
   const config = testConfig(options.config);
   const db = options.db ?? (await createTestDatabase(backend));
@@ -33,6 +40,7 @@ export async function createTestApp(
     logger: createLogger("silent"),
     metrics: createMetrics({ collectProcessMetrics: false }),
     fetchOptions: options.fetchOptions,
+    redis: options.redisUrl ? createRedisClients(options.redisUrl, createLogger("silent")) : undefined,
   });
   const app = createApp(deps);
 
@@ -70,6 +78,7 @@ export async function createTestApp(
     client,
     close: async () => {
       if (app.server) await app.stop();
+      await deps.redis?.close();
       if (!options.db) await db.drop();
     },
   };

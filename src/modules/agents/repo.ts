@@ -42,6 +42,23 @@ export function agentsRepo(database: Database) {
         .limit(1);
       return rows[0];
     },
+    async findLive(id: string, executor: Executor = db) {
+      if (!UUID_PATTERN.test(id)) return undefined;
+      const rows = await executor
+        .select()
+        .from(agents)
+        .where(and(eq(agents.id, id), isNull(agents.deletedAt)))
+        .limit(1);
+      return rows[0];
+    },
+    async entitledClients(agentId: string, executor: Executor = db) {
+      const rows = await executor
+        .select({ clientId: entitlements.clientId })
+        .from(entitlements)
+        .where(eq(entitlements.agentId, agentId))
+        .orderBy(entitlements.clientId);
+      return rows.map((r) => r.clientId);
+    },
     async lockLive(id: string, executor: Executor) {
       if (!UUID_PATTERN.test(id)) return undefined;
       const rows = await executor
@@ -108,10 +125,12 @@ export function agentsRepo(database: Database) {
     },
     /** Bumps the change sequence when what someone may see changed without the row itself changing. */
     async touch(id: string, executor: Executor) {
-      await executor
+      const rows = await executor
         .update(agents)
         .set({ seq: nextSeq, updatedAt: sql`now()` } as never)
-        .where(eq(agents.id, id));
+        .where(eq(agents.id, id))
+        .returning();
+      return rows[0]!;
     },
     insertVersion(values: typeof agentVersions.$inferInsert, executor: Executor) {
       return executor.insert(agentVersions).values(values);

@@ -72,7 +72,7 @@ export function agentRoutes(deps: Deps) {
       status: 201,
       headers: {
         "content-type": "application/json",
-        location: `/v1/agents/${agent.row.id}`,
+        location: `/v1/agents/${agent.id}`,
         etag: agent.etag,
         "cache-control": "no-store",
       },
@@ -125,9 +125,13 @@ export function agentRoutes(deps: Deps) {
     )
     .get(
       "/:id",
-      async ({ params, request, caller }) => {
-        const agent = await agents.get(caller, params.id);
-        return conditionalJson(request, agent.body, agent.etag, agent.row.visibility);
+      ({ params, request, caller }): Response | Promise<Response> => {
+        // Synchronous when this process holds the record: no promise, no await on the hot path.
+        const cached = agents.peek(caller, params.id);
+        if (cached) return conditionalJson(request, cached.body, cached.etag, cached.visibility);
+        return agents
+          .get(caller, params.id)
+          .then((agent) => conditionalJson(request, agent.body, agent.etag, agent.visibility));
       },
       {
         params: AgentIdParams,
@@ -137,9 +141,12 @@ export function agentRoutes(deps: Deps) {
     )
     .get(
       "/:id/card",
-      async ({ params, request, caller }) => {
-        const agent = await agents.get(caller, params.id);
-        return conditionalJson(request, agent.row.cardRaw, agent.cardEtag, agent.row.visibility);
+      ({ params, request, caller }): Response | Promise<Response> => {
+        const cached = agents.peek(caller, params.id);
+        if (cached) return conditionalJson(request, cached.cardRaw, cached.cardEtag, cached.visibility);
+        return agents
+          .get(caller, params.id)
+          .then((agent) => conditionalJson(request, agent.cardRaw, agent.cardEtag, agent.visibility));
       },
       {
         params: AgentIdParams,

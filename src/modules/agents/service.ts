@@ -4,16 +4,18 @@ import type { Audit } from "../../infra/audit";
 import type { Database, Executor } from "../../infra/db/client";
 import type { AgentRow } from "../../infra/db/schema";
 import { OutboundFetchError, type SafeFetchOptions, safeFetchJson } from "../../infra/http";
+import type { VersionedCache } from "../../infra/cache";
 import type { Metrics } from "../../infra/metrics";
 import { clientsRepo } from "../auth/repo";
 import type { Caller } from "../auth/model";
 import { analyzeCard, cardHash } from "./card";
 import type { ListFilters, PatchInput, PublishInput } from "./model";
-import { type AgentInsert, agentsRepo } from "./repo";
+import { type AgentInsert, agentsRepo, UUID_PATTERN } from "./repo";
 
 export type AgentsDeps = {
   config: Config;
   database: Database;
+  cache: VersionedCache<SerializedAgent>;
   audit: Audit;
   metrics: Metrics;
   /** Overridable in tests (DNS stubs); production uses the real resolver. */
@@ -23,12 +25,32 @@ export type AgentsDeps = {
 /** Facts about the request that writes record in the audit log. */
 export type WriteContext = { caller: Caller; requestId: string; ip: string | null };
 
-/** A serialised record: the bytes to send and their strong ETag, computed once per change. */
-export type SerializedAgent = { body: string; etag: string; cardEtag: string; row: AgentRow };
+/**
+ * A serialised record: the bytes to send with their strong ETags, computed once per change, plus the
+ * metadata every read checks visibility against. This is what the cache holds.
+ */
+export type SerializedAgent = {
+  id: string;
+  seq: number;
+  body: string;
+  etag: string;
+  cardRaw: string;
+  cardEtag: string;
+  visibility: "public" | "private";
+  owner: string | null;
+  entitled: string[];
+};
+
+/** Visibility from cached metadata: public, or the caller owns it, is entitled to it, or is an admin. */
+export function canSee(agent: SerializedAgent, caller: Caller): boolean {
+  if (agent.visibility === "public") return true;
+  if (caller.kind !== "client") return false;
+  return caller.admin || agent.owner === caller.clientId || agent.entitled.includes(caller.clientId);
+}
 
 const sha256Hex = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
 
-export function serializeAgent(row: AgentRow, registryId: string): SerializedAgent {
+export function serializeAgent(row: AgentRow, registryId: string, entitled: string[]): SerializedAgent {
   const federated = row.originRegistry !== null;
   const head = JSON.stringify({
     id: row.id,
@@ -59,10 +81,15 @@ export function serializeAgent(row: AgentRow, registryId: string): SerializedAge
   // The card goes in as its published text, so key order and spelling survive in the record too.
   const body = `${head.slice(0, -1)},"card":${row.cardRaw},${tail.slice(1)}`;
   return {
+    id: row.id,
+    seq: row.seq,
     body,
     etag: `"${sha256Hex(body).slice(0, 40)}"`,
+    cardRaw: row.cardRaw,
     cardEtag: `"${row.cardHash.slice(0, 40)}-${row.status}"`,
-    row,
+    visibility: row.visibility,
+    owner: row.owner,
+    entitled,
   };
 }
 
@@ -93,7 +120,7 @@ function actorOf(caller: Caller) {
 type CardInput = { card: unknown; cardText: string; cardUrl: string | null };
 
 export function createAgentsService(deps: AgentsDeps) {
-  const { config, database, audit, metrics } = deps;
+  const { config, database, audit, metrics, cache } = deps;
   const repo = agentsRepo(database);
   const clients = clientsRepo(database.db);
   const fetchOptions: SafeFetchOptions = {
@@ -237,7 +264,9 @@ export function createAgentsService(deps: AgentsDeps) {
         return inserted;
       });
       metrics.agentWrites.inc({ operation: "created" });
-      return serializeAgent(row, config.registryId);
+      const agent = serializeAgent(row, config.registryId, []);
+      await cache.write(agent.id, agent);
+      return agent;
     } catch (error) {
       if (isUrlConflict(error))
         throw new ApiError("AGENT_EXISTS", `A live agent with url ${analysis.primaryUrl} already exists`);
@@ -264,7 +293,7 @@ export function createAgentsService(deps: AgentsDeps) {
           );
         const visibility = input.visibility ?? current.visibility;
         if (existing && current.latestVersion === analysis.version && visibility === current.visibility)
-          return { row: current, changed: false };
+          return { row: current, changed: false, entitled: [] as string[] };
         const row = await repo.update(
           id,
           {
@@ -297,10 +326,13 @@ export function createAgentsService(deps: AgentsDeps) {
           },
           tx,
         );
-        return { row, changed: true };
+        return { row, changed: true, entitled: await repo.entitledClients(id, tx) };
       });
-      if (result.changed) metrics.agentWrites.inc({ operation: "updated" });
-      return serializeAgent(result.row, config.registryId);
+      if (!result.changed) return getFresh(id);
+      metrics.agentWrites.inc({ operation: "updated" });
+      const agent = serializeAgent(result.row, config.registryId, result.entitled);
+      await cache.write(id, agent);
+      return agent;
     } catch (error) {
       if (isUrlConflict(error))
         throw new ApiError("AGENT_EXISTS", `Another live agent already has url ${analysis.primaryUrl}`);
@@ -309,7 +341,7 @@ export function createAgentsService(deps: AgentsDeps) {
   }
 
   async function patch(ctx: WriteContext, id: string, input: PatchInput) {
-    const row = await database.db.transaction(async (tx) => {
+    const result = await database.db.transaction(async (tx) => {
       const current = await loadForWrite(id, ctx.caller, tx);
       const changes: Partial<AgentInsert> = {};
       if (input.status !== undefined && input.status !== current.status) changes.status = input.status;
@@ -317,7 +349,7 @@ export function createAgentsService(deps: AgentsDeps) {
         changes.statusMessage = input.statusMessage;
       if (input.visibility !== undefined && input.visibility !== current.visibility)
         changes.visibility = input.visibility;
-      if (Object.keys(changes).length === 0) return current;
+      if (Object.keys(changes).length === 0) return null;
       const updated = await repo.update(id, changes, tx);
       const statusChanged = changes.status !== undefined || changes.statusMessage !== undefined;
       await audit.record(
@@ -344,15 +376,18 @@ export function createAgentsService(deps: AgentsDeps) {
         tx,
       );
       metrics.agentWrites.inc({ operation: "status_changed" });
-      return updated;
+      return { row: updated, entitled: await repo.entitledClients(id, tx) };
     });
-    return serializeAgent(row, config.registryId);
+    if (result === null) return getFresh(id);
+    const agent = serializeAgent(result.row, config.registryId, result.entitled);
+    await cache.write(id, agent);
+    return agent;
   }
 
   async function remove(ctx: WriteContext, id: string) {
-    await database.db.transaction(async (tx) => {
+    const deleted = await database.db.transaction(async (tx) => {
       const current = await loadForWrite(id, ctx.caller, tx);
-      await repo.markDeleted(id, tx);
+      const row = await repo.markDeleted(id, tx);
       await audit.record(
         {
           actor: actorOf(ctx.caller),
@@ -365,19 +400,39 @@ export function createAgentsService(deps: AgentsDeps) {
         },
         tx,
       );
+      return row;
     });
     metrics.agentWrites.inc({ operation: "deleted" });
+    await cache.remove(id, deleted.seq);
+  }
+
+  /** The record as Postgres has it now, for the cache to fill from; null when absent or deleted. */
+  async function load(id: string): Promise<SerializedAgent | null> {
+    const row = await repo.findLive(id);
+    if (!row) return null;
+    return serializeAgent(row, config.registryId, await repo.entitledClients(id));
+  }
+
+  async function getFresh(id: string) {
+    const agent = await load(id);
+    if (!agent) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+    return agent;
+  }
+
+  /** The hot path: answered from this process's memory without awaiting, or undefined to go async. */
+  function peek(caller: Caller, id: string): SerializedAgent | undefined {
+    const agent = cache.peek(id);
+    return agent && canSee(agent, caller) ? agent : undefined;
   }
 
   async function get(caller: Caller, id: string) {
-    const row = await repo.findVisible(id, caller);
-    if (!row) throw new ApiError("NOT_FOUND", `No agent ${id}`);
-    return serializeAgent(row, config.registryId);
+    const agent = UUID_PATTERN.test(id) ? await cache.get(id, () => load(id)) : null;
+    if (!agent || !canSee(agent, caller)) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+    return agent;
   }
 
   async function versions(caller: Caller, id: string) {
-    const row = await repo.findVisible(id, caller);
-    if (!row) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+    await get(caller, id);
     const items = await repo.listVersions(id);
     return {
       items: items.map((v) => ({
@@ -389,11 +444,10 @@ export function createAgentsService(deps: AgentsDeps) {
   }
 
   async function version(caller: Caller, id: string, versionName: string) {
-    const row = await repo.findVisible(id, caller);
-    if (!row) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+    const agent = await get(caller, id);
     const found = await repo.findVersion(id, versionName);
     if (!found) throw new ApiError("NOT_FOUND", `Agent ${id} has no version ${versionName}`);
-    return { cardRaw: found.cardRaw, etag: `"${found.cardHash.slice(0, 40)}"`, visibility: row.visibility };
+    return { cardRaw: found.cardRaw, etag: `"${found.cardHash.slice(0, 40)}"`, visibility: agent.visibility };
   }
 
   async function list(caller: Caller, filters: ListFilters) {
@@ -403,7 +457,8 @@ export function createAgentsService(deps: AgentsDeps) {
     const page = rows.slice(0, limit);
     const last = page.at(-1);
     return {
-      items: page.map((row) => serializeAgent(row, config.registryId).body),
+      // Entitlements only decide visibility, which the query already applied; the body does not carry them.
+      items: page.map((row) => serializeAgent(row, config.registryId, []).body),
       nextCursor: rows.length > limit && last ? encodeCursor(last.seq) : null,
     };
   }
@@ -415,16 +470,16 @@ export function createAgentsService(deps: AgentsDeps) {
   }
 
   async function setEntitlement(ctx: WriteContext, id: string, clientId: string, granted: boolean) {
-    await database.db.transaction(async (tx) => {
+    const touched = await database.db.transaction(async (tx) => {
       await loadForWrite(id, ctx.caller, tx);
       if (granted && !(await clients.findByClientId(clientId, tx)))
         throw new ApiError("NOT_FOUND", `No client ${clientId}`);
       const changed = granted ? await repo.grant(id, clientId, tx) : await repo.revoke(id, clientId, tx);
       if (!granted && !changed)
         throw new ApiError("NOT_FOUND", `Client ${clientId} is not entitled to ${id}`);
-      if (!changed) return;
+      if (!changed) return null;
       // What this client may see changed: the change feed must carry the agent again.
-      await repo.touch(id, tx);
+      const row = await repo.touch(id, tx);
       await audit.record(
         {
           actor: actorOf(ctx.caller),
@@ -437,7 +492,9 @@ export function createAgentsService(deps: AgentsDeps) {
         },
         tx,
       );
+      return { row, entitled: await repo.entitledClients(id, tx) };
     });
+    if (touched) await cache.write(id, serializeAgent(touched.row, config.registryId, touched.entitled));
   }
 
   async function publicIndex(cursor: string | undefined, limit: number) {
@@ -457,6 +514,7 @@ export function createAgentsService(deps: AgentsDeps) {
     patch,
     remove,
     get,
+    peek,
     versions,
     version,
     list,

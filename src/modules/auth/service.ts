@@ -3,13 +3,26 @@ import { decodeJwt } from "jose";
 import type { Config } from "../../config";
 import { ApiError } from "../../errors";
 import type { Audit } from "../../infra/audit";
+import type { InvalidationBus } from "../../infra/bus";
 import type { Database } from "../../infra/db/client";
 import type { Logger } from "../../infra/logger";
 import type { Metrics } from "../../infra/metrics";
 import { type Caller, hasScope, type OAuthErrorCode, SCOPES, type Scope } from "./model";
 import { clientsRepo } from "./repo";
 
-export type AuthDeps = { config: Config; database: Database; audit: Audit; metrics: Metrics; logger: Logger };
+export type AuthDeps = {
+  config: Config;
+  database: Database;
+  audit: Audit;
+  metrics: Metrics;
+  logger: Logger;
+  /** Carries client revocations to every instance; absent in tools that serve no requests (CLI). */
+  bus?: InvalidationBus;
+};
+
+/** Verified tokens and client states kept in memory, so an authenticated read costs no HMAC and no query. */
+const TOKEN_CACHE_MAX = 10_000;
+const CLIENT_STATE_TTL_MS = 30_000;
 
 /** An OAuth error as RFC 6749 section 5.2 shapes it; the token route renders it, not the problem handler. */
 export class OAuthFailure extends Error {
@@ -41,7 +54,32 @@ function bearerFailure(detail: string) {
 }
 
 export function createAuthService(deps: AuthDeps) {
-  const { config, database, audit, metrics, logger } = deps;
+  const { config, database, audit, metrics, logger, bus } = deps;
+  const verifiedTokens = new Map<
+    string,
+    { caller: Extract<Caller, { kind: "client" }>; expiresAt: number }
+  >();
+  const clientStates = new Map<string, { active: boolean; expiresAt: number }>();
+  // A revoked client's cached state goes at once here and, through the bus, on every other instance.
+  bus?.onInvalidation((message) => {
+    if (message.kind === "client") clientStates.delete(message.id);
+  });
+  bus?.onCoherenceChange(() => clientStates.clear());
+
+  /** Checked on every request, never trusted from the token, so a revoked client's tokens fail at once. */
+  async function clientActive(clientId: string): Promise<boolean> {
+    const now = Date.now();
+    const cached = clientStates.get(clientId);
+    if (cached && cached.expiresAt > now) return cached.active;
+    const state = await repo.stateOf(clientId);
+    const active = state !== undefined && !state.disabled;
+    // Without a working invalidation channel another instance's revocation could be missed: no caching then.
+    if (!bus || bus.coherent()) {
+      if (clientStates.size >= TOKEN_CACHE_MAX) clientStates.clear();
+      clientStates.set(clientId, { active, expiresAt: now + CLIENT_STATE_TTL_MS });
+    }
+    return active;
+  }
   const repo = clientsRepo(database.db);
   const tokenLifetimeSeconds = config.accessTokenExpireMinutes * 60;
   // @elysiajs/jwt signs and verifies; built once, used outside any request context too (CLI, tests).
@@ -135,6 +173,14 @@ export function createAuthService(deps: AuthDeps) {
       throw bearerFailure("Authorization header must be 'Bearer <token>'");
     }
     const token = match[1]!;
+    const known = verifiedTokens.get(token);
+    if (known && known.expiresAt > Date.now()) {
+      if (!(await clientActive(known.caller.clientId))) {
+        metrics.authFailures.inc({ reason: "revoked_client" });
+        throw bearerFailure("Client revoked");
+      }
+      return known.caller;
+    }
     const payload = await signer.verify(token, verifyOptions);
     if (!payload) {
       const expired = isExpired(token);
@@ -147,18 +193,27 @@ export function createAuthService(deps: AuthDeps) {
       metrics.authFailures.inc({ reason: "invalid_token" });
       throw bearerFailure("Token invalid");
     }
-    // Checked on every request, not trusted from the token, so a revoked client's live tokens fail at once.
-    const state = await repo.stateOf(clientId);
-    if (!state || state.disabled) {
+    if (!(await clientActive(clientId))) {
       metrics.authFailures.inc({ reason: "revoked_client" });
       throw bearerFailure("Client revoked");
     }
     const scopes = scopeText.split(" ").filter((s): s is Scope => (SCOPES as readonly string[]).includes(s));
-    return { kind: "client", clientId, scopes, admin: scopes.includes("admin"), tokenId: payload.jti };
+    const caller = {
+      kind: "client" as const,
+      clientId,
+      scopes,
+      admin: scopes.includes("admin"),
+      tokenId: payload.jti,
+    };
+    if (verifiedTokens.size >= TOKEN_CACHE_MAX) verifiedTokens.clear();
+    verifiedTokens.set(token, { caller, expiresAt: payload.exp * 1000 });
+    return caller;
   }
 
   async function revokeClient(clientId: string) {
     const rows = await repo.disable(clientId);
+    clientStates.delete(clientId);
+    await bus?.publish({ kind: "client", id: clientId });
     return rows.length > 0;
   }
 

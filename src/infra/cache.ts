@@ -1,0 +1,193 @@
+import type Redis from "ioredis";
+import type { InvalidationBus } from "./bus";
+import type { Logger } from "./logger";
+import type { Metrics } from "./metrics";
+
+/**
+ * Read-through / write-through cache for records that carry a change sequence (`seq`), in two layers:
+ * L1 in this process (bounded, short TTL, synchronous) and Redis (shared by every instance), in front
+ * of Postgres, which stays the source of truth.
+ *
+ * Why write-through rather than invalidate-only: after a write the next read on any instance is served
+ * from Redis with the new bytes instead of a stampede of instances each re-reading Postgres, and the
+ * record is serialised (and its ETag computed) once per change instead of once per instance. Redis
+ * entries are stamped with `seq` and only ever replaced by a higher one (one Lua script), so a slow
+ * reader that loaded an older row from Postgres can never overwrite a newer write. Deletes leave a
+ * stamped tombstone for the same reason.
+ *
+ * L1 copies are trusted only while the invalidation channel is connected (`bus.coherent()`); while it
+ * is not, reads skip L1. Redis failures are counted and fall back to Postgres; they never fail a read.
+ */
+export type CacheOptions<T> = {
+  name: string;
+  redis?: Redis;
+  bus: InvalidationBus;
+  metrics: Metrics;
+  logger: Logger;
+  l1MaxEntries: number;
+  l1TtlMs: number;
+  redisTtlSeconds: number;
+  encode(value: T): string;
+  decode(text: string): T;
+};
+
+type L1Entry<T> = { value: T; expiresAt: number };
+
+// Replace only with a strictly newer seq: stale fills and late writes lose. Values are "<seq>|<json>",
+// a tombstone is "<seq>|".
+const SET_IF_NEWER = `
+local current = redis.call('GET', KEYS[1])
+if current then
+  local seq = tonumber(string.match(current, '^(%d+)|'))
+  if seq and seq >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1`;
+
+type RedisWithScript = Redis & {
+  cacheSetIfNewer(key: string, seq: string, value: string, ttl: number): Promise<number>;
+};
+
+export function createVersionedCache<T extends { seq: number }>(options: CacheOptions<T>) {
+  const { bus, metrics, logger, l1MaxEntries, l1TtlMs, redisTtlSeconds } = options;
+  const redis = options.redis as RedisWithScript | undefined;
+  if (redis && typeof redis.cacheSetIfNewer !== "function")
+    redis.defineCommand("cacheSetIfNewer", { numberOfKeys: 1, lua: SET_IF_NEWER });
+
+  const l1 = new Map<string, L1Entry<T>>();
+  const prefix = `a2a:${options.name}:`;
+  /** Bumped by every invalidation: a fill that started before one must not land in L1. */
+  let generation = 0;
+  /** Ids whose write-through failed: Redis may hold an older copy until they are repaired. */
+  const needsRepair = new Set<string>();
+
+  const l1Usable = () => l1MaxEntries > 0 && bus.coherent();
+  const count = (layer: "l1" | "redis", result: "hit" | "miss" | "error") =>
+    metrics.cacheRequests.inc({ layer, result });
+
+  function remember(id: string, value: T) {
+    if (!l1Usable()) return;
+    if (l1.size >= l1MaxEntries && !l1.has(id)) {
+      const oldest = l1.keys().next();
+      if (!oldest.done) l1.delete(oldest.value);
+    }
+    l1.set(id, { value, expiresAt: performance.now() + l1TtlMs });
+  }
+
+  bus.onInvalidation((message) => {
+    if (message.kind !== options.name) return;
+    generation++;
+    l1.delete(message.id);
+  });
+  bus.onCoherenceChange((coherent) => {
+    generation++;
+    l1.clear();
+    if (coherent && needsRepair.size > 0) void repair();
+  });
+
+  async function storeInRedis(id: string, seq: number, text: string): Promise<boolean> {
+    if (!redis) return true;
+    try {
+      await redis.cacheSetIfNewer(prefix + id, String(seq), `${seq}|${text}`, redisTtlSeconds);
+      return true;
+    } catch (error) {
+      count("redis", "error");
+      logger.debug({ err: (error as Error).message, id }, "cache write to redis failed");
+      return false;
+    }
+  }
+
+  async function repair() {
+    if (!redis) return;
+    for (const id of [...needsRepair]) {
+      try {
+        await redis.del(prefix + id);
+        needsRepair.delete(id);
+        await bus.publish({ kind: options.name, id });
+      } catch {
+        return;
+      }
+    }
+  }
+
+  return {
+    /** L1 only and synchronous: the hot path answers from here without awaiting anything. */
+    peek(id: string): T | undefined {
+      if (!l1Usable()) return undefined;
+      const entry = l1.get(id);
+      if (entry === undefined) {
+        count("l1", "miss");
+        return undefined;
+      }
+      if (entry.expiresAt < performance.now()) {
+        l1.delete(id);
+        count("l1", "miss");
+        return undefined;
+      }
+      count("l1", "hit");
+      return entry.value;
+    },
+
+    /** L1, then Redis, then `load` (Postgres); null when the record does not exist or was deleted. */
+    async get(id: string, load: () => Promise<T | null>): Promise<T | null> {
+      const cached = this.peek(id);
+      if (cached !== undefined) return cached;
+      const startedAt = generation;
+      if (redis) {
+        try {
+          const text = await redis.get(prefix + id);
+          if (text !== null) {
+            count("redis", "hit");
+            const bar = text.indexOf("|");
+            if (bar === text.length - 1) return null; // tombstone
+            const value = options.decode(text.slice(bar + 1));
+            if (generation === startedAt) remember(id, value);
+            return value;
+          }
+          count("redis", "miss");
+        } catch (error) {
+          count("redis", "error");
+          logger.debug({ err: (error as Error).message, id }, "cache read from redis failed");
+        }
+      }
+      const loaded = await load();
+      if (loaded === null) return null;
+      if (generation === startedAt) remember(id, loaded);
+      void storeInRedis(id, loaded.seq, options.encode(loaded));
+      return loaded;
+    },
+
+    /** After a committed change: new bytes to Redis, then every instance drops its L1 copy. */
+    async write(id: string, value: T): Promise<void> {
+      generation++;
+      l1.delete(id);
+      const stored = await storeInRedis(id, value.seq, options.encode(value));
+      if (!stored) needsRepair.add(id);
+      await bus.publish({ kind: options.name, id });
+      remember(id, value);
+    },
+
+    /** After a committed delete: a tombstone stamped with the deleting change's seq. */
+    async remove(id: string, seq: number): Promise<void> {
+      generation++;
+      l1.delete(id);
+      if (redis) {
+        try {
+          await redis.cacheSetIfNewer(prefix + id, String(seq), `${seq}|`, redisTtlSeconds);
+        } catch {
+          count("redis", "error");
+          needsRepair.add(id);
+        }
+      }
+      await bus.publish({ kind: options.name, id });
+    },
+
+    clearLocal() {
+      generation++;
+      l1.clear();
+    },
+    sizeLocal: () => l1.size,
+  };
+}
+
+export type VersionedCache<T extends { seq: number }> = ReturnType<typeof createVersionedCache<T>>;

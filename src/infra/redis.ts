@@ -1,0 +1,60 @@
+import Redis, { type RedisOptions } from "ioredis";
+import type { Logger } from "./logger";
+
+/**
+ * Redis connections for one process: `command` for cache reads/writes and the limiter, `subscriber`
+ * for the invalidation channel (a subscribed connection cannot run other commands).
+ *
+ * Both fail fast instead of queueing while disconnected: a request must fall back to Postgres at once
+ * rather than wait for Redis to come back. ioredis reconnects on its own in the background.
+ */
+export type RedisClients = {
+  command: Redis;
+  subscriber: Redis;
+  close(): Promise<void>;
+};
+
+export function redisOptions(): RedisOptions {
+  return {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 1000,
+    commandTimeout: 500,
+    enableAutoPipelining: true,
+    retryStrategy: (attempt) => Math.min(50 * attempt, 1000),
+    // The first connection attempt happens in the background like every later one.
+    lazyConnect: false,
+  };
+}
+
+export function createRedisClients(url: string, logger: Logger): RedisClients {
+  const command = new Redis(url, { ...redisOptions(), connectionName: "a2a-registry" });
+  // Subscribed connections must not time out while idle, so no commandTimeout there.
+  const subscriber = new Redis(url, {
+    ...redisOptions(),
+    commandTimeout: undefined,
+    enableAutoPipelining: false,
+    connectionName: "a2a-registry-sub",
+  });
+  let downLogged = false;
+  const onError = (error: Error) => {
+    if (!downLogged)
+      logger.warn({ err: error.message }, "redis unavailable; serving from Postgres until it returns");
+    downLogged = true;
+  };
+  command.on("error", onError);
+  subscriber.on("error", onError);
+  command.on("ready", () => {
+    if (downLogged) logger.info("redis available again");
+    downLogged = false;
+  });
+  return {
+    command,
+    subscriber,
+    close: async () => {
+      await Promise.allSettled([command.quit(), subscriber.quit()]);
+      command.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}

@@ -1,0 +1,265 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import Redis from "ioredis";
+import { createInvalidationBus } from "../src/infra/bus";
+import { createVersionedCache } from "../src/infra/cache";
+import { createLogger } from "../src/infra/logger";
+import { createMetrics } from "../src/infra/metrics";
+import { createTestApp, json, type TestApp } from "./support/app";
+import { BACKENDS, createTestDatabase, type TestDatabase } from "./support/db";
+import { eventually, startRedisServer, suiteRedis } from "./support/redis";
+
+const baseCard = JSON.parse(
+  readFileSync(join(import.meta.dir, "../../shared/fixtures/agent-cards/valid/weather-0.3.json"), "utf8"),
+);
+let n = 0;
+const cardWith = (extra: Record<string, unknown> = {}) => ({
+  ...baseCard,
+  name: `Cached ${++n}`,
+  url: `https://cached-${n}-${Date.now()}.example.com/a2a`,
+  version: "1.0.0",
+  ...extra,
+});
+
+async function metricValue(t: TestApp, layer: string, result: string) {
+  const text = await (await t.request("/metrics")).text();
+  const line = text
+    .split("\n")
+    .find((l) => l.startsWith(`a2a_registry_cache_requests_total{layer="${layer}",result="${result}"}`));
+  return line ? Number(line.split(" ").pop()) : 0;
+}
+
+for (const backend of BACKENDS) {
+  describe(`cache across two instances sharing Postgres and Redis [${backend}]`, () => {
+    let db: TestDatabase;
+    let redis: { url: string; stop(): Promise<void> };
+    let a: TestApp;
+    let b: TestApp;
+    let writer: { clientId: string; token: string };
+    let reader: { clientId: string; token: string };
+
+    beforeAll(async () => {
+      db = await createTestDatabase(backend);
+      redis = await suiteRedis();
+      a = await createTestApp(backend, { db, redisUrl: redis.url });
+      b = await createTestApp(backend, { db, redisUrl: redis.url });
+      const coherent = await eventually(() => a.app.services.bus.coherent() && b.app.services.bus.coherent());
+      expect(coherent).toBe(true);
+      writer = await a.client(["agents:write"], "writer");
+      reader = await a.client(["agents:read"], "reader");
+    });
+    afterAll(async () => {
+      await a.close();
+      await b.close();
+      await db.drop();
+      await redis.stop();
+    });
+
+    const publish = async (card = cardWith(), extra: Record<string, unknown> = {}) => {
+      const res = await a.request("/v1/agents", {
+        method: "POST",
+        json: { card, ...extra },
+        token: writer.token,
+      });
+      expect(res.status).toBe(201);
+      return json<{ id: string; version: string }>(res);
+    };
+
+    test("a write on A is seen by the next read on B, every time (no stale L1 after the write returns)", async () => {
+      const card = cardWith();
+      const { id } = await publish(card);
+      for (let version = 2; version <= 21; version++) {
+        // warm B's L1 with the current version, then change it on A
+        expect((await b.request(`/v1/agents/${id}`)).status).toBe(200);
+        expect(b.app.services.agentCache.peek(id)).toBeDefined();
+        const next = { ...card, version: `${version}.0.0` };
+        const put = await a.request(`/v1/agents/${id}`, {
+          method: "PUT",
+          json: { card: next },
+          token: writer.token,
+        });
+        expect(put.status).toBe(200);
+        const read = await json<{ version: string }>(await b.request(`/v1/agents/${id}`));
+        expect(read.version).toBe(`${version}.0.0`);
+        expect(await (await b.request(`/v1/agents/${id}/card`)).json()).toEqual(next);
+      }
+    });
+
+    test("delete on A gives 404 on B at once, also for the card", async () => {
+      const { id } = await publish();
+      expect((await b.request(`/v1/agents/${id}`)).status).toBe(200);
+      expect((await b.request(`/v1/agents/${id}/card`)).status).toBe(200);
+      expect((await a.request(`/v1/agents/${id}`, { method: "DELETE", token: writer.token })).status).toBe(
+        204,
+      );
+      expect((await b.request(`/v1/agents/${id}`)).status).toBe(404);
+      expect((await b.request(`/v1/agents/${id}/card`)).status).toBe(404);
+      expect((await a.request(`/v1/agents/${id}`)).status).toBe(404);
+    });
+
+    test("making an agent private is enforced on cached entries on both instances", async () => {
+      const { id } = await publish();
+      for (const app of [a, b]) expect((await app.request(`/v1/agents/${id}`)).status).toBe(200);
+      const patch = await a.request(`/v1/agents/${id}`, {
+        method: "PATCH",
+        json: { visibility: "private" },
+        token: writer.token,
+      });
+      expect(patch.status).toBe(200);
+      for (const app of [a, b]) {
+        expect((await app.request(`/v1/agents/${id}`)).status).toBe(404);
+        expect((await app.request(`/v1/agents/${id}/card`)).status).toBe(404);
+        expect((await app.request(`/v1/agents/${id}`, { token: reader.token })).status).toBe(404);
+        expect((await app.request(`/v1/agents/${id}`, { token: writer.token })).status).toBe(200);
+      }
+      // the cached record itself is checked on every read: it is in B's L1 now, still hidden
+      expect(b.app.services.agentCache.peek(id)).toBeDefined();
+      expect((await b.request(`/v1/agents/${id}`)).status).toBe(404);
+      // an entitlement granted on A lets the reader see it on B at once
+      const grant = await a.request(`/v1/agents/${id}/entitlements/${reader.clientId}`, {
+        method: "PUT",
+        token: writer.token,
+      });
+      expect(grant.status).toBe(204);
+      expect((await b.request(`/v1/agents/${id}`, { token: reader.token })).status).toBe(200);
+    });
+
+    test("a client revoked on A cannot use its token on B", async () => {
+      const victim = await a.client(["agents:write"], "victim");
+      expect((await b.request("/v1/agents", { token: victim.token })).status).toBe(200);
+      const admin = await a.client(["admin"], "admin");
+      expect(
+        (await a.request(`/v1/clients/${victim.clientId}`, { method: "DELETE", token: admin.token })).status,
+      ).toBe(204);
+      expect((await b.request("/v1/agents", { token: victim.token })).status).toBe(401);
+    });
+
+    test("reads on B are served from memory after the first one (L1 hits counted)", async () => {
+      const { id } = await publish();
+      await b.request(`/v1/agents/${id}`);
+      const before = await metricValue(b, "l1", "hit");
+      for (let i = 0; i < 5; i++) expect((await b.request(`/v1/agents/${id}`)).status).toBe(200);
+      expect(await metricValue(b, "l1", "hit")).toBeGreaterThanOrEqual(before + 5);
+    });
+  });
+
+  describe(`Redis outage at run time [${backend}]`, () => {
+    let server: Awaited<ReturnType<typeof startRedisServer>>;
+    let t: TestApp;
+    let writer: { token: string };
+
+    beforeAll(async () => {
+      server = await startRedisServer();
+      t = await createTestApp(backend, { redisUrl: server.url });
+      await eventually(() => t.app.services.bus.coherent());
+      writer = await t.client(["agents:write"]);
+    });
+    afterAll(async () => {
+      await t.close();
+      await server.stop();
+    });
+
+    test("reads fall back to Postgres without failing, writes succeed, and the cache recovers by itself", async () => {
+      const card = cardWith();
+      const res = await t.request("/v1/agents", { method: "POST", json: { card }, token: writer.token });
+      const { id } = await json<{ id: string }>(res);
+      expect((await t.request(`/v1/agents/${id}`)).status).toBe(200);
+
+      await server.kill();
+      expect(await eventually(() => !t.app.services.bus.coherent())).toBe(true);
+      const errorsBefore = await metricValue(t, "redis", "error");
+      for (let i = 0; i < 10; i++) {
+        const read = await t.request(`/v1/agents/${id}`);
+        expect(read.status).toBe(200);
+      }
+      // a write during the outage commits to Postgres and is read back, not a stale copy
+      const put = await t.request(`/v1/agents/${id}`, {
+        method: "PUT",
+        json: { card: { ...card, version: "2.0.0" } },
+        token: writer.token,
+      });
+      expect(put.status).toBe(200);
+      expect((await json<{ version: string }>(await t.request(`/v1/agents/${id}`))).version).toBe("2.0.0");
+      expect(await metricValue(t, "redis", "error")).toBeGreaterThan(errorsBefore);
+      const ready = await json<{ status: string; checks: { cache: { status: string } } }>(
+        await t.request("/health/ready"),
+      );
+      expect(ready.status).toBe("ready");
+      expect(ready.checks.cache.status).toBe("degraded");
+
+      await server.restart();
+      expect(await eventually(() => t.app.services.bus.coherent(), 10_000)).toBe(true);
+      const hitsBefore = await metricValue(t, "redis", "hit");
+      t.app.services.agentCache.clearLocal();
+      await t.request(`/v1/agents/${id}`); // fills Redis again
+      t.app.services.agentCache.clearLocal();
+      const again = await json<{ version: string }>(await t.request(`/v1/agents/${id}`));
+      expect(again.version).toBe("2.0.0");
+      expect(await metricValue(t, "redis", "hit")).toBeGreaterThan(hitsBefore);
+    });
+  });
+}
+
+describe("versioned cache", () => {
+  let redis: { url: string; stop(): Promise<void> };
+  let client: Redis;
+  beforeAll(async () => {
+    redis = await suiteRedis();
+    client = new Redis(redis.url);
+  });
+  afterAll(async () => {
+    client.disconnect();
+    await redis.stop();
+  });
+
+  const build = (name: string, bus = createInvalidationBus({ logger: createLogger("silent") })) =>
+    createVersionedCache<{ seq: number; v: string }>({
+      name,
+      redis: client,
+      bus,
+      metrics: createMetrics({ collectProcessMetrics: false }),
+      logger: createLogger("silent"),
+      l1MaxEntries: 2,
+      l1TtlMs: 60_000,
+      redisTtlSeconds: 60,
+      encode: (value) => JSON.stringify(value),
+      decode: (text) => JSON.parse(text),
+    });
+
+  test("a slow reader's older row never replaces a newer write in Redis", async () => {
+    const name = `t${Date.now()}`;
+    // one bus stands for the invalidation channel between the two instances
+    const bus = createInvalidationBus({ logger: createLogger("silent") });
+    const writer = build(name, bus);
+    const reader = build(name, bus);
+    // The reader misses, loads seq 8 from "Postgres"; while it does, a writer commits seq 9 and writes
+    // through. The reader's late fill must lose.
+    const value = await reader.get("x", async () => {
+      await writer.write("x", { seq: 9, v: "newest" });
+      return { seq: 8, v: "older" };
+    });
+    expect(value?.v).toBe("older"); // what that reader loaded is what it answers with...
+    await Bun.sleep(20); // ...but its fill runs in the background
+    expect(await client.get(`a2a:${name}:x`)).toBe('9|{"seq":9,"v":"newest"}');
+    // and it did not keep the stale copy in its own L1 either: the write invalidated it meanwhile
+    expect(reader.peek("x")).toBeUndefined();
+    expect((await reader.get("x", async () => ({ seq: 1, v: "never" })))?.v).toBe("newest");
+  });
+
+  test("a delete leaves a stamped tombstone that older fills cannot resurrect", async () => {
+    const name = `d${Date.now()}`;
+    const cache = build(name);
+    await cache.write("x", { seq: 1, v: "live" });
+    await cache.remove("x", 2);
+    cache.clearLocal();
+    expect(await cache.get("x", async () => ({ seq: 1, v: "resurrected" }))).toBeNull();
+    expect(await client.get(`a2a:${name}:x`)).toBe("2|");
+  });
+
+  test("L1 is bounded", async () => {
+    const cache = build(`b${Date.now()}`);
+    for (let i = 0; i < 5; i++) await cache.write(`k${i}`, { seq: i + 1, v: String(i) });
+    expect(cache.sizeLocal()).toBeLessThanOrEqual(2);
+  });
+});
