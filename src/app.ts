@@ -8,6 +8,8 @@ import type { SafeFetchOptions } from "./infra/http";
 import { createLogger, type Logger } from "./infra/logger";
 import { createMetrics, type Metrics } from "./infra/metrics";
 import { apiDocs } from "./infra/openapi";
+import { createRateLimiter } from "./infra/ratelimit";
+import { rateLimitPlugin } from "./infra/ratelimit-http";
 import { createRedisClients, type RedisClients } from "./infra/redis";
 import { createRequestContext, webPipeline } from "./infra/web";
 import { agentRoutes } from "./modules/agents/routes";
@@ -72,6 +74,12 @@ export function createApp(deps: Dependencies) {
     logger,
   });
   const auth = createAuthService({ config, database, audit, metrics, logger, bus });
+  const limiter = createRateLimiter({
+    limits: config.rateLimits,
+    redis: deps.redis?.command,
+    logger,
+    metrics,
+  });
   const cacheEnabled = config.cache.enabled;
   const agentCache = createVersionedCache<SerializedAgent>({
     name: "agent",
@@ -101,6 +109,7 @@ export function createApp(deps: Dependencies) {
   const app = new Elysia({ name: "a2a-registry", normalize: false })
     .use(webPipeline({ config, logger, metrics, requests }))
     .use(apiDocs(config))
+    .use(rateLimitPlugin({ limiter, requests }))
     .use(
       healthRoutes({
         config,
@@ -118,7 +127,7 @@ export function createApp(deps: Dependencies) {
     .use(agentRoutes({ config, agents, guard, requests }))
     .use(opsRoutes({ config, database, metrics, logger, agents, guard }));
 
-  return Object.assign(app, { services: { auth, agents, audit, agentCache, bus } });
+  return Object.assign(app, { services: { auth, agents, audit, agentCache, bus, limiter } });
 }
 
 export type App = ReturnType<typeof createApp>;

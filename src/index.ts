@@ -20,6 +20,8 @@ async function main() {
   process.on("unhandledRejection", (reason) => logger.error({ err: reason }, "unhandled promise rejection"));
 
   await database.migrate();
+  if (deps.redis && !(await deps.redis.ready(3000)))
+    logger.warn("redis not reachable at boot; serving from Postgres and in-process limits until it is");
   const app = createApp(deps);
   await app.services.auth.bootstrapAdmin();
 
@@ -49,6 +51,7 @@ async function main() {
       // Elysia writes access-log lines just after each response; let the last ones run before closing.
       await new Promise((resolve) => setImmediate(resolve));
       await database.close();
+      await app.services.limiter.close();
       await deps.redis?.close();
       logger.info("shutdown complete");
       logger.flush(() => process.exit(0));

@@ -11,6 +11,8 @@ import type { Logger } from "./logger";
 export type RedisClients = {
   command: Redis;
   subscriber: Redis;
+  /** Resolves when both connections are up, or false after `timeoutMs`: boot waits, but never blocks on Redis. */
+  ready(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
 };
 
@@ -48,9 +50,23 @@ export function createRedisClients(url: string, logger: Logger): RedisClients {
     if (downLogged) logger.info("redis available again");
     downLogged = false;
   });
+  const connected = (client: Redis) =>
+    client.status === "ready"
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => client.once("ready", () => resolve()));
   return {
     command,
     subscriber,
+    ready: async (timeoutMs) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      });
+      const both = Promise.all([connected(command), connected(subscriber)]).then(() => true);
+      const result = await Promise.race([both, timeout]);
+      clearTimeout(timer);
+      return result;
+    },
     close: async () => {
       await Promise.allSettled([command.quit(), subscriber.quit()]);
       command.disconnect();

@@ -33,7 +33,12 @@ export async function createTestApp(
     redisUrl?: string;
   } = {},
 ): Promise<TestApp> {
-  const config = testConfig(options.config);
+  // Suites that are not about rate limiting send far more than the production defaults allow.
+  const generous = { limit: 1_000_000, periodMs: 1000 };
+  const config = testConfig({
+    rateLimits: { token: generous, read: generous, search: generous, write: generous, admin: generous },
+    ...options.config,
+  });
   const db = options.db ?? (await createTestDatabase(backend));
   const deps = await createDependencies(config, {
     database: db.database,
@@ -42,6 +47,8 @@ export async function createTestApp(
     fetchOptions: options.fetchOptions,
     redis: options.redisUrl ? createRedisClients(options.redisUrl, createLogger("silent")) : undefined,
   });
+  if (deps.redis && !(await deps.redis.ready(5000)))
+    throw new Error(`Redis at ${options.redisUrl} is unreachable`);
   const app = createApp(deps);
 
   const request: TestApp["request"] = (path, init = {}) => {
@@ -78,6 +85,7 @@ export async function createTestApp(
     client,
     close: async () => {
       if (app.server) await app.stop();
+      await app.services.limiter.close();
       await deps.redis?.close();
       if (!options.db) await db.drop();
     },
