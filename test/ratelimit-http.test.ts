@@ -118,7 +118,7 @@ for (const backend of BACKENDS) {
     let redis: { url: string; stop(): Promise<void> };
     let a: TestApp;
     let b: TestApp;
-    const prefix = `rl${Date.now()}`;
+    const prefix = `rl-${backend}-${Date.now()}`;
 
     beforeAll(async () => {
       db = await createTestDatabase(backend);
