@@ -1,5 +1,69 @@
+import { cpus } from "node:os";
 import { createApp, createDependencies } from "./app";
-import { ConfigError, parseConfig } from "./config";
+import { type Config, ConfigError, parseConfig } from "./config";
+import { openDatabase } from "./infra/db/client";
+import { createAudit } from "./infra/audit";
+import { createLogger } from "./infra/logger";
+import { createMetrics } from "./infra/metrics";
+import { createAuthService } from "./modules/auth/service";
+
+/** Set in the processes a supervisor starts: they serve, the supervisor does not. */
+const WORKER_ENV = "A2A_REGISTRY_WORKER";
+
+function processCount(config: Config) {
+  // Production runs one process per core unless told otherwise; development keeps one for easy debugging.
+  return config.webConcurrency ?? (config.debug ? 1 : Math.max(1, cpus().length));
+}
+
+/**
+ * WEB_CONCURRENCY > 1: this process migrates once, then starts N copies of itself that share the port
+ * (SO_REUSEPORT; the kernel spreads connections), restarts any that die, and passes SIGTERM on.
+ * Each copy has its own L1 cache, kept coherent with the others by the Redis invalidation channel.
+ */
+async function supervise(config: Config, count: number) {
+  const logger = createLogger(config.logLevel, { name: "a2a-registry-supervisor" });
+  const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, poolMax: 1 });
+  await database.migrate();
+  const metrics = createMetrics({ collectProcessMetrics: false });
+  const audit = createAudit({ database, metrics, logger });
+  await createAuthService({ config, database, audit, metrics, logger }).bootstrapAdmin();
+  await database.close();
+
+  let stopping = false;
+  const children = new Set<ReturnType<typeof Bun.spawn>>();
+  const spawn = (slot: number, attempt = 0) => {
+    const child = Bun.spawn([process.execPath, import.meta.path], {
+      env: { ...process.env, [WORKER_ENV]: String(slot) },
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    children.add(child);
+    const startedAt = Date.now();
+    void child.exited.then((code) => {
+      children.delete(child);
+      if (stopping) {
+        if (children.size === 0) process.exit(0);
+        return;
+      }
+      // A worker that keeps dying at once is backed off, so a bad deploy does not spin the CPU.
+      const quick = Date.now() - startedAt < 5000;
+      const delay = quick ? Math.min(30_000, 250 * 2 ** attempt) : 0;
+      logger.error({ slot, code, restartInMs: delay }, "worker exited; restarting");
+      setTimeout(() => spawn(slot, quick ? attempt + 1 : 0), delay);
+    });
+  };
+  for (let slot = 1; slot <= count; slot++) spawn(slot);
+  logger.info({ processes: count, port: config.port }, `${config.appName}: ${count} processes sharing the port`);
+
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "stopping workers");
+    for (const child of children) child.kill(signal);
+    if (children.size === 0) process.exit(0);
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
 
 async function main() {
   let config: ReturnType<typeof parseConfig>;
@@ -13,23 +77,33 @@ async function main() {
     throw error;
   }
 
+  const count = processCount(config);
+  if (count > 1 && !process.env[WORKER_ENV]) {
+    if (config.databaseUrl) return supervise(config, count);
+    // PGlite is one process's database: more processes would need DATABASE_URL.
+    if (config.webConcurrency !== undefined)
+      console.warn(`WEB_CONCURRENCY=${count} needs DATABASE_URL; the embedded database runs in one process`);
+  }
+
   const deps = await createDependencies(config);
   const { logger, database } = deps;
   if (config.secretKeyIsDevDefault)
     logger.warn("SECRET_KEY is unset: using the public development key (DEBUG only); tokens are forgeable");
   process.on("unhandledRejection", (reason) => logger.error({ err: reason }, "unhandled promise rejection"));
 
+  // Under a supervisor the schema is already migrated; doing it again is harmless (advisory lock) and cheap.
   await database.migrate();
   if (deps.redis && !(await deps.redis.ready(3000)))
     logger.warn("redis not reachable at boot; serving from Postgres and in-process limits until it is");
   const app = createApp(deps);
-  await app.services.auth.bootstrapAdmin();
+  if (!process.env[WORKER_ENV]) await app.services.auth.bootstrapAdmin();
 
   app.listen({
     port: config.port,
     hostname: config.host,
     // Backstop only: the pipeline answers 413 as problem+json before Bun's own limit is reached.
     maxRequestBodySize: config.maxBodyBytes * 2,
+    reusePort: process.env[WORKER_ENV] !== undefined,
   });
   logger.info(
     {
