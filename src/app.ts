@@ -13,6 +13,7 @@ import { rateLimitPlugin } from "./infra/ratelimit-http";
 import { createRedisClients, type RedisClients } from "./infra/redis";
 import { createRequestContext, webPipeline } from "./infra/web";
 import { agentRoutes } from "./modules/agents/routes";
+import { createFastRead } from "./modules/agents/fast-read";
 import { createAgentsService, type SerializedAgent } from "./modules/agents/service";
 import { authGuard } from "./modules/auth/guard";
 import { authRoutes } from "./modules/auth/routes";
@@ -88,7 +89,8 @@ export function createApp(deps: Dependencies) {
     metrics,
     logger,
     l1MaxEntries: cacheEnabled ? config.cache.l1MaxEntries : 0,
-    l1TtlMs: config.cache.l1TtlMs,
+    // Without Redis this process is the only one and sees every invalidation: no expiry needed.
+    l1TtlMs: deps.redis ? config.cache.l1TtlMs : Number.POSITIVE_INFINITY,
     redisTtlSeconds: config.cache.redisTtlSeconds,
     encode: (agent) => JSON.stringify(agent),
     decode: (text) => JSON.parse(text) as SerializedAgent,
@@ -102,12 +104,15 @@ export function createApp(deps: Dependencies) {
     fetchOptions: deps.fetchOptions,
   });
   const guard = authGuard({ auth, requests, metrics });
+  const fastPath = config.cache.enabled
+    ? createFastRead({ config, agents, auth, limiter, metrics, logger })
+    : undefined;
   const { tokenRoute, clientRoutes } = authRoutes({ auth, guard, audit, metrics, requests });
 
   // normalize: false makes `additionalProperties: false` reject unknown fields instead of silently
   // dropping them, so a typo in a request is an error the caller sees.
   const app = new Elysia({ name: "a2a-registry", normalize: false })
-    .use(webPipeline({ config, logger, metrics, requests }))
+    .use(webPipeline({ config, logger, metrics, requests, fastPath }))
     .use(apiDocs(config))
     .use(rateLimitPlugin({ limiter, requests }))
     .use(

@@ -171,8 +171,10 @@ export function parseConfig(
     cardFetchMaxBytes: 256 * 1024,
     cache: {
       enabled: toBool(env.CACHE_ENABLED, true),
-      l1MaxEntries: int("CACHE_L1_MAX_ENTRIES", 10_000, 0, 10_000_000),
-      l1TtlMs: int("CACHE_L1_TTL_MS", 2000, 0, 3_600_000),
+      l1MaxEntries: int("CACHE_L1_MAX_ENTRIES", 20_000, 0, 10_000_000),
+      // Only bounds staleness should an invalidation be lost while the channel looks connected (a
+      // disconnect already empties L1); short next to the Redis TTL, long enough to serve hot sets.
+      l1TtlMs: int("CACHE_L1_TTL_MS", 30_000, 0, 3_600_000),
       redisTtlSeconds: int("CACHE_REDIS_TTL_SECONDS", 300, 1, 86_400 * 30),
     },
   };

@@ -52,7 +52,10 @@ async function supervise(config: Config, count: number) {
     });
   };
   for (let slot = 1; slot <= count; slot++) spawn(slot);
-  logger.info({ processes: count, port: config.port }, `${config.appName}: ${count} processes sharing the port`);
+  logger.info(
+    { processes: count, port: config.port },
+    `${config.appName}: ${count} processes sharing the port`,
+  );
 
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
@@ -85,6 +88,12 @@ async function main() {
       console.warn(`WEB_CONCURRENCY=${count} needs DATABASE_URL; the embedded database runs in one process`);
   }
 
+  if (process.env[WORKER_ENV] && !config.redisUrl && config.cache.l1MaxEntries > 0) {
+    // Sibling processes cannot tell each other about writes without Redis: an in-process copy could stay
+    // stale, so each process reads through to Postgres instead.
+    console.warn("WEB_CONCURRENCY > 1 without REDIS_URL: in-process caching is off in every process");
+    config.cache.l1MaxEntries = 0;
+  }
   const deps = await createDependencies(config);
   const { logger, database } = deps;
   if (config.secretKeyIsDevDefault)

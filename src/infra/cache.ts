@@ -63,7 +63,7 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
 
   const l1Usable = () => l1MaxEntries > 0 && bus.coherent();
   const count = (layer: "l1" | "redis", result: "hit" | "miss" | "error") =>
-    metrics.cacheRequests.inc({ layer, result });
+    metrics.countCache(layer, result);
 
   function remember(id: string, value: T) {
     if (!l1Usable()) return;

@@ -1,5 +1,6 @@
 import { swagger } from "@elysiajs/swagger";
 import { Elysia } from "elysia";
+import type { OpenAPIV3 } from "openapi-types";
 import type { Config } from "../config";
 import { PROBLEM_CONTENT_TYPE } from "../errors";
 
@@ -67,4 +68,24 @@ export function apiDocs(config: Config) {
         },
       }),
     );
+}
+
+type ResponseDoc = { description: string; schema?: object };
+
+/**
+ * OpenAPI responses written by hand, for routes that return pre-serialised bytes: their `response`
+ * schemas would make Elysia validate a string against an object schema, so they document here instead.
+ */
+export function documentedResponses(responses: Record<number, ResponseDoc>): OpenAPIV3.ResponsesObject {
+  const result: OpenAPIV3.ResponsesObject = {};
+  for (const [status, doc] of Object.entries(responses)) {
+    const mediaType = Number(status) >= 400 ? PROBLEM_CONTENT_TYPE : "application/json";
+    result[status] = doc.schema
+      ? {
+          description: doc.description,
+          content: { [mediaType]: { schema: doc.schema as OpenAPIV3.SchemaObject } },
+        }
+      : { description: doc.description };
+  }
+  return result;
 }

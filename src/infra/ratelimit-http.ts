@@ -19,7 +19,7 @@ export function endpointClass(method: string, route: string): EndpointClass | un
   return "read";
 }
 
-function headersOf(decision: LimitDecision): Record<string, string> {
+export function headersOf(decision: LimitDecision): Record<string, string> {
   return {
     "ratelimit-limit": String(decision.limit),
     "ratelimit-remaining": String(Math.max(0, decision.remaining)),

@@ -15,6 +15,7 @@ export type LimitDecision = {
 export type RateLimiter = {
   /** Decides synchronously when it can (tokens already leased locally, or in-process mode); otherwise returns a Promise. Never throws or rejects. */
   take(key: string, cls: EndpointClass): LimitDecision | Promise<LimitDecision>;
+  takeSync(key: string, cls: EndpointClass): LimitDecision | undefined;
   /** "redis" while Redis answers, "local" in in-process mode or during a Redis outage. */
   mode(): "redis" | "local";
   close(): Promise<void>;
@@ -386,8 +387,27 @@ export function createRateLimiter(options: {
     }
   };
 
+  /**
+   * What `take` would decide, but only when that needs no Redis round trip (leased tokens, a cached
+   * denial, or in-process buckets); undefined otherwise, having consumed nothing.
+   */
+  const takeSync = (key: string, cls: EndpointClass): LimitDecision | undefined => {
+    const p = plans.get(cls);
+    if (!p) return undefined;
+    const t = now();
+    const lease = command ? leases.get(cls)!.get(key) : undefined;
+    if (lease) {
+      const pooled = spendFromPool(p, lease, t);
+      if (pooled) return pooled;
+    }
+    if (!command || !healthy) return take(key, cls) as LimitDecision;
+    if (lease && t < lease.deniedUntil) return take(key, cls) as LimitDecision;
+    return undefined;
+  };
+
   return {
     take,
+    takeSync,
     mode: () => (healthy ? "redis" : "local"),
     close: async () => {
       closed = true;

@@ -12,7 +12,7 @@ export type RequestState = {
   clientId: string | null;
 };
 
-const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
+export const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
 
 /** Exact request bodies, kept so a card can be stored byte for byte as its publisher sent it. */
 export type RawBodies = WeakMap<Request, string>;
@@ -148,6 +148,8 @@ export type RequestContext = ReturnType<typeof createRequestContext>;
  * JSON and form parsing (keeping the raw text), the one error handler, the access log and request metrics.
  */
 export function webPipeline(deps: {
+  /** Answers a request before routing when it can do so synchronously (the cached agent read). */
+  fastPath?: (request: Request, server: Parameters<typeof clientIp>[1]) => Response | undefined;
   config: Config;
   logger: Logger;
   metrics: Metrics;
@@ -156,122 +158,12 @@ export function webPipeline(deps: {
   const { config, logger, metrics } = deps;
   const { states, stateOf, rawBodies } = deps.requests;
 
-  return new Elysia({ name: "web-pipeline" })
-    .onRequest(({ request, set, server }) => {
-      const incoming = request.headers.get("x-request-id");
-      const state: RequestState = {
-        startedAt: performance.now(),
-        requestId: incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : crypto.randomUUID(),
-        ip: clientIp(request, server, config.trustProxy),
-        clientId: null,
-      };
-      states.set(request, state);
-      Object.assign(set.headers, SECURITY_HEADERS);
-      set.headers["x-request-id"] = state.requestId;
-      const path = request.url.slice(request.url.indexOf("/", 8));
-      if (path.startsWith("/docs")) set.headers["content-security-policy"] = DOCS_CSP;
-
-      const declared = request.headers.get("content-length");
-      // Thrown rather than returned so the error handler, access log and metrics see it like any error.
-      if (declared !== null && Number(declared) > config.maxBodyBytes)
-        throw new ApiError(
-          "PAYLOAD_TOO_LARGE",
-          `Request body of ${declared} bytes exceeds the limit of ${config.maxBodyBytes} bytes`,
-          { headers: { connection: "close" } },
-        );
-    })
-    .onParse({ as: "global" }, async ({ request, contentType }) => {
-      const type = contentType.split(";")[0]!.trim().toLowerCase();
-      if (type === "application/json" || type.endsWith("+json")) {
-        const text = await readBodyText(request, config.maxBodyBytes);
-        rawBodies.set(request, text);
-        if (text.trim() === "")
-          throw new ApiError("VALIDATION_FAILED", "Request body is empty; expected JSON");
-        try {
-          return JSON.parse(text);
-        } catch {
-          throw new ApiError("VALIDATION_FAILED", "Request body is not valid JSON");
-        }
-      }
-      if (type === "application/x-www-form-urlencoded") {
-        return formToObject(await readBodyText(request, config.maxBodyBytes));
-      }
-      if (request.body && type !== "") {
-        throw new ApiError(
-          "VALIDATION_FAILED",
-          `Unsupported content type "${type}"; send application/json (or a form for /oauth/token)`,
-        );
-      }
-      return undefined;
-    })
-    .onError({ as: "global" }, ({ code, error: thrown, request, path, set }) => {
-      const state = stateOf(request);
-      // Elysia wraps whatever a parser throws in its own ParseError; the ApiError inside is the real answer.
-      const cause = (thrown as { cause?: unknown }).cause;
-      const error = code === "PARSE" && cause instanceof ApiError ? cause : thrown;
-      let apiCode: ErrorCode;
-      let detail: string;
-      let errors: FieldError[] | undefined;
-      let headers: Record<string, string> = {};
-      if (error instanceof ApiError) {
-        apiCode = error.code;
-        detail = error.detail;
-        errors = error.options.errors;
-        headers = error.options.headers ?? {};
-      } else if (code === "VALIDATION") {
-        apiCode = "VALIDATION_FAILED";
-        errors = validationErrors(error, request);
-        detail = errors.length
-          ? `Invalid request: ${errors
-              .slice(0, 3)
-              .map((e) => `${e.path} ${e.message}`)
-              .join("; ")}`
-          : "Invalid request";
-      } else if (code === "PARSE") {
-        apiCode = "VALIDATION_FAILED";
-        detail = "Request body could not be parsed";
-      } else if (code === "NOT_FOUND") {
-        apiCode = "NOT_FOUND";
-        detail = `No route for ${request.method} ${path}`;
-      } else if (isDependencyFailure(error)) {
-        apiCode = "DEPENDENCY_UNAVAILABLE";
-        detail = "The database is unavailable; retry shortly";
-        headers = { "retry-after": "5" };
-        logger.error({ requestId: state.requestId, err: error }, "dependency unavailable");
-      } else {
-        apiCode = "INTERNAL";
-        detail = "An unexpected error occurred; quote the request id when reporting it";
-        logger.error({ requestId: state.requestId, err: error }, "unhandled error");
-      }
-      const responseHeaders = { ...SECURITY_HEADERS, "x-request-id": state.requestId, ...headers };
-      // The access log and metrics read the status from `set`, not from the Response returned here.
-      set.status =
-        path === "/oauth/token" && apiCode === "VALIDATION_FAILED" ? 400 : ERROR_CODES[apiCode].status;
-      // RFC 6749 5.2 governs every error of the token endpoint, including bodies we cannot parse.
-      if (path === "/oauth/token" && apiCode === "VALIDATION_FAILED")
-        return new Response(JSON.stringify({ error: "invalid_request", error_description: detail }), {
-          status: 400,
-          headers: {
-            ...responseHeaders,
-            "content-type": "application/json",
-            "cache-control": "no-store",
-            pragma: "no-cache",
-          },
-        });
-      return problemResponse(apiCode, detail, state.requestId, responseHeaders, errors);
-    })
-    .onAfterResponse({ as: "global" }, ({ request, route, set, responseValue }) => {
-      const state = stateOf(request);
-      const status =
-        responseValue instanceof Response
-          ? responseValue.status
-          : typeof set.status === "number"
-            ? set.status
-            : 200;
-      const template = route || "unmatched";
-      const seconds = (performance.now() - state.startedAt) / 1000;
-      metrics.requestsTotal.inc({ method: request.method, route: template, status_code: status });
-      metrics.requestDuration.observe({ method: request.method, route: template }, seconds);
+  const finish = (request: Request, route: string | undefined, status: number) => {
+    const state = stateOf(request);
+    const template = route || "unmatched";
+    const seconds = (performance.now() - state.startedAt) / 1000;
+    metrics.requests.record(request.method, template, status, seconds);
+    if (accessLog)
       logger.info(
         {
           requestId: state.requestId,
@@ -284,5 +176,128 @@ export function webPipeline(deps: {
         },
         "request",
       );
-    });
+  };
+  // Decided once: building the access-log object is work even when pino would drop it.
+  const accessLog = logger.isLevelEnabled("info");
+
+  return (
+    new Elysia({ name: "web-pipeline" })
+      .onRequest(({ request, set, server }) => {
+        // First, before set.headers is touched: a Response returned with empty set.headers is sent as is.
+        if (deps.fastPath) {
+          const fast = deps.fastPath(request, server);
+          if (fast) return fast;
+        }
+        const incoming = request.headers.get("x-request-id");
+        const state: RequestState = {
+          startedAt: performance.now(),
+          requestId: incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : crypto.randomUUID(),
+          ip: clientIp(request, server, config.trustProxy),
+          clientId: null,
+        };
+        states.set(request, state);
+        Object.assign(set.headers, SECURITY_HEADERS);
+        set.headers["x-request-id"] = state.requestId;
+        const path = request.url.slice(request.url.indexOf("/", 8));
+        if (path.startsWith("/docs")) set.headers["content-security-policy"] = DOCS_CSP;
+
+        const declared = request.headers.get("content-length");
+        // Thrown rather than returned so the error handler, access log and metrics see it like any error.
+        if (declared !== null && Number(declared) > config.maxBodyBytes)
+          throw new ApiError(
+            "PAYLOAD_TOO_LARGE",
+            `Request body of ${declared} bytes exceeds the limit of ${config.maxBodyBytes} bytes`,
+            { headers: { connection: "close" } },
+          );
+      })
+      .onParse({ as: "global" }, async ({ request, contentType }) => {
+        const type = contentType.split(";")[0]!.trim().toLowerCase();
+        if (type === "application/json" || type.endsWith("+json")) {
+          const text = await readBodyText(request, config.maxBodyBytes);
+          rawBodies.set(request, text);
+          if (text.trim() === "")
+            throw new ApiError("VALIDATION_FAILED", "Request body is empty; expected JSON");
+          try {
+            return JSON.parse(text);
+          } catch {
+            throw new ApiError("VALIDATION_FAILED", "Request body is not valid JSON");
+          }
+        }
+        if (type === "application/x-www-form-urlencoded") {
+          return formToObject(await readBodyText(request, config.maxBodyBytes));
+        }
+        if (request.body && type !== "") {
+          throw new ApiError(
+            "VALIDATION_FAILED",
+            `Unsupported content type "${type}"; send application/json (or a form for /oauth/token)`,
+          );
+        }
+        return undefined;
+      })
+      .onError({ as: "global" }, (context) => {
+        const { code, error: thrown, request, path, set } = context;
+        const state = stateOf(request);
+        // Elysia wraps whatever a parser throws in its own ParseError; the ApiError inside is the real answer.
+        const cause = (thrown as { cause?: unknown }).cause;
+        const error = code === "PARSE" && cause instanceof ApiError ? cause : thrown;
+        let apiCode: ErrorCode;
+        let detail: string;
+        let errors: FieldError[] | undefined;
+        let headers: Record<string, string> = {};
+        if (error instanceof ApiError) {
+          apiCode = error.code;
+          detail = error.detail;
+          errors = error.options.errors;
+          headers = error.options.headers ?? {};
+        } else if (code === "VALIDATION") {
+          apiCode = "VALIDATION_FAILED";
+          errors = validationErrors(error, request);
+          detail = errors.length
+            ? `Invalid request: ${errors
+                .slice(0, 3)
+                .map((e) => `${e.path} ${e.message}`)
+                .join("; ")}`
+            : "Invalid request";
+        } else if (code === "PARSE") {
+          apiCode = "VALIDATION_FAILED";
+          detail = "Request body could not be parsed";
+        } else if (code === "NOT_FOUND") {
+          apiCode = "NOT_FOUND";
+          detail = `No route for ${request.method} ${path}`;
+        } else if (isDependencyFailure(error)) {
+          apiCode = "DEPENDENCY_UNAVAILABLE";
+          detail = "The database is unavailable; retry shortly";
+          headers = { "retry-after": "5" };
+          logger.error({ requestId: state.requestId, err: error }, "dependency unavailable");
+        } else {
+          apiCode = "INTERNAL";
+          detail = "An unexpected error occurred; quote the request id when reporting it";
+          logger.error({ requestId: state.requestId, err: error }, "unhandled error");
+        }
+        const responseHeaders = { ...SECURITY_HEADERS, "x-request-id": state.requestId, ...headers };
+        const status =
+          path === "/oauth/token" && apiCode === "VALIDATION_FAILED" ? 400 : ERROR_CODES[apiCode].status;
+        set.status = status;
+        finish(request, (context as { route?: string }).route, status);
+        // RFC 6749 5.2 governs every error of the token endpoint, including bodies we cannot parse.
+        if (path === "/oauth/token" && apiCode === "VALIDATION_FAILED")
+          return new Response(JSON.stringify({ error: "invalid_request", error_description: detail }), {
+            status: 400,
+            headers: {
+              ...responseHeaders,
+              "content-type": "application/json",
+              "cache-control": "no-store",
+              pragma: "no-cache",
+            },
+          });
+        return problemResponse(apiCode, detail, state.requestId, responseHeaders, errors);
+      })
+      // Recorded when the response is decided (after the handler, or in the error handler) rather than in
+      // onAfterResponse, which Elysia defers with a setImmediate per request.
+      .onAfterHandle({ as: "global" }, ({ request, route, set, response }) => {
+        const status =
+          response instanceof Response ? response.status : typeof set.status === "number" ? set.status : 200;
+        finish(request, route, status);
+      })
+  );
 }

@@ -27,6 +27,21 @@ function searchDocument(values: { name: string; description: string; skills: str
     setweight(to_tsvector('english', ${values.description}), 'C')`;
 }
 
+/** The single indexed array behind every skill/tag/mode filter; see agents.facetKeys. */
+export function facetKeysOf(values: {
+  skills: string[];
+  tags: string[];
+  inputModes: string[];
+  outputModes: string[];
+}) {
+  return [
+    ...values.skills.map((v) => `skill:${v}`),
+    ...values.tags.map((v) => `tag:${v}`),
+    ...values.inputModes.map((v) => `in:${v}`),
+    ...values.outputModes.map((v) => `out:${v}`),
+  ];
+}
+
 export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function agentsRepo(database: Database) {
@@ -88,6 +103,7 @@ export function agentsRepo(database: Database) {
         .insert(agents)
         .values({
           ...values,
+          facetKeys: facetKeysOf(values),
           seq: nextSeq,
           searchDoc: searchDocument({
             name: values.name,
@@ -101,6 +117,13 @@ export function agentsRepo(database: Database) {
     },
     async update(id: string, values: Partial<AgentInsert>, executor: Executor) {
       const changes: Record<string, unknown> = { ...values, seq: nextSeq, updatedAt: sql`now()` };
+      if (values.skills && values.tags && values.inputModes && values.outputModes)
+        changes.facetKeys = facetKeysOf({
+          skills: values.skills,
+          tags: values.tags,
+          inputModes: values.inputModes,
+          outputModes: values.outputModes,
+        });
       if (values.name !== undefined && values.skills !== undefined && values.tags !== undefined)
         changes.searchDoc = searchDocument({
           name: values.name,
@@ -157,12 +180,12 @@ export function agentsRepo(database: Database) {
     async list(caller: Caller, filters: ListFilters, afterSeq: number | undefined, limit: number) {
       const conditions: (SQL | undefined)[] = [isNull(agents.deletedAt), visibleTo(caller)];
       if (afterSeq !== undefined) conditions.push(lt(agents.seq, afterSeq));
-      if (filters.skill) conditions.push(arrayContains(agents.skills, [filters.skill.trim().toLowerCase()]));
-      if (filters.tag) conditions.push(arrayContains(agents.tags, [filters.tag.trim().toLowerCase()]));
-      if (filters.inputMode)
-        conditions.push(arrayContains(agents.inputModes, [filters.inputMode.trim().toLowerCase()]));
-      if (filters.outputMode)
-        conditions.push(arrayContains(agents.outputModes, [filters.outputMode.trim().toLowerCase()]));
+      const wanted: string[] = [];
+      if (filters.skill) wanted.push(`skill:${filters.skill.trim().toLowerCase()}`);
+      if (filters.tag) wanted.push(`tag:${filters.tag.trim().toLowerCase()}`);
+      if (filters.inputMode) wanted.push(`in:${filters.inputMode.trim().toLowerCase()}`);
+      if (filters.outputMode) wanted.push(`out:${filters.outputMode.trim().toLowerCase()}`);
+      if (wanted.length > 0) conditions.push(arrayContains(agents.facetKeys, wanted));
       if (filters.streaming !== undefined) conditions.push(eq(agents.streaming, filters.streaming));
       if (filters.provider)
         conditions.push(sql`lower(${agents.provider}) = ${filters.provider.trim().toLowerCase()}`);

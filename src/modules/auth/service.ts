@@ -7,7 +7,7 @@ import type { InvalidationBus } from "../../infra/bus";
 import type { Database } from "../../infra/db/client";
 import type { Logger } from "../../infra/logger";
 import type { Metrics } from "../../infra/metrics";
-import { type Caller, hasScope, type OAuthErrorCode, SCOPES, type Scope } from "./model";
+import { ANONYMOUS, type Caller, hasScope, type OAuthErrorCode, SCOPES, type Scope } from "./model";
 import { clientsRepo } from "./repo";
 
 export type AuthDeps = {
@@ -210,6 +210,20 @@ export function createAuthService(deps: AuthDeps) {
     return caller;
   }
 
+  /**
+   * The caller, when it can be known without awaiting anything (no token, or a token and client state
+   * this process has already checked); undefined means "use authenticateBearer".
+   */
+  function peekCaller(header: string | null): Caller | undefined {
+    if (header === null) return ANONYMOUS;
+    if (!header.startsWith("Bearer ")) return undefined;
+    const known = verifiedTokens.get(header.slice(7).trim());
+    const now = Date.now();
+    if (!known || known.expiresAt <= now) return undefined;
+    const state = clientStates.get(known.caller.clientId);
+    return state && state.expiresAt > now && state.active ? known.caller : undefined;
+  }
+
   async function revokeClient(clientId: string) {
     const rows = await repo.disable(clientId);
     clientStates.delete(clientId);
@@ -249,6 +263,7 @@ export function createAuthService(deps: AuthDeps) {
     createClient,
     issueToken,
     authenticateBearer,
+    peekCaller,
     revokeClient,
     listClients: () => repo.list(),
     bootstrapAdmin,

@@ -1,0 +1,133 @@
+import type { Config } from "../../config";
+import { problemResponse } from "../../errors";
+import type { Logger } from "../../infra/logger";
+import type { Metrics } from "../../infra/metrics";
+import type { RateLimiter } from "../../infra/ratelimit";
+import { headersOf } from "../../infra/ratelimit-http";
+import { clientIp, REQUEST_ID_PATTERN, SECURITY_HEADERS } from "../../infra/web";
+import type { AuthService } from "../auth/service";
+import { cacheControlFor, matchesIfNoneMatch } from "./routes";
+import type { AgentsService } from "./service";
+
+const PATH = /^\/v1\/agents\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(\/card)?$/;
+
+type Server = { requestIP(request: Request): { address: string } | null } | null;
+
+/**
+ * The discovery hot path, answered before routing: `GET /v1/agents/:id` and `/card` when everything
+ * needed is already in this process: the record in L1, the caller known without I/O (anonymous, or a
+ * token already verified), and a rate-limit token already leased. It sends exactly what the routed
+ * handler would (same headers, same ETag and 304 rules, same limits, metrics and access log); any other
+ * case returns undefined and takes the ordinary route, which awaits what it must.
+ */
+export function createFastRead(deps: {
+  config: Config;
+  agents: AgentsService;
+  auth: AuthService;
+  limiter: RateLimiter;
+  metrics: Metrics;
+  logger: Logger;
+}) {
+  const { config, agents, auth, limiter, metrics, logger } = deps;
+  const accessLog = logger.isLevelEnabled("info");
+  const readLimit = String(config.rateLimits.read.limit);
+  // Building a Response's headers from a plain object costs more than the rest of this path; the fixed
+  // ones are built once per kind of answer, and each response only sets the few that vary.
+  const baseHeaders = new Map<string, Headers>();
+  const headersFor = (visibility: string, notModified: boolean) => {
+    const key = `${visibility}|${notModified}`;
+    let headers = baseHeaders.get(key);
+    if (!headers) {
+      headers = new Headers({
+        ...SECURITY_HEADERS,
+        "ratelimit-limit": readLimit,
+        "cache-control": cacheControlFor(visibility),
+        vary: "Authorization",
+        ...(notModified ? {} : { "content-type": "application/json" }),
+      });
+      baseHeaders.set(key, headers);
+    }
+    return headers;
+  };
+  const recorders = new Map<string, (seconds: number) => void>();
+  const recorderFor = (route: string, status: number) => {
+    const key = `${status} ${route}`;
+    let record = recorders.get(key);
+    if (!record) {
+      record = metrics.requests.recorder("GET", route, status);
+      recorders.set(key, record);
+    }
+    return record;
+  };
+
+  return (request: Request, server: Server): Response | undefined => {
+    if (request.method !== "GET") return undefined;
+    const startedAt = performance.now();
+    const url = request.url;
+    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+    const query = url.indexOf("?", pathStart);
+    const match = PATH.exec(query < 0 ? url.slice(pathStart) : url.slice(pathStart, query));
+    if (!match) return undefined;
+    const caller = auth.peekCaller(request.headers.get("authorization"));
+    if (!caller) return undefined;
+    const agent = agents.peek(caller, match[1]!);
+    if (!agent) return undefined;
+    const ip = caller.kind === "client" ? null : clientIp(request, server, config.trustProxy);
+    const decision = limiter.takeSync(
+      caller.kind === "client" ? `c:${caller.clientId}` : `ip:${ip ?? "unknown"}`,
+      "read",
+    );
+    if (!decision) return undefined;
+
+    const incoming = request.headers.get("x-request-id");
+    const requestId = incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : crypto.randomUUID();
+    const route = match[2] !== undefined ? "/v1/agents/:id/card" : "/v1/agents/:id";
+    const finish = (response: Response) => {
+      const seconds = (performance.now() - startedAt) / 1000;
+      recorderFor(route, response.status)(seconds);
+      if (accessLog)
+        logger.info(
+          {
+            requestId,
+            method: "GET",
+            route,
+            status: response.status,
+            durationMs: Math.round(seconds * 100_000) / 100,
+            clientId: caller.kind === "client" ? caller.clientId : null,
+            ip,
+          },
+          "request",
+        );
+      return response;
+    };
+    if (!decision.allowed)
+      return finish(
+        problemResponse(
+          "RATE_LIMITED",
+          `Rate limit exceeded; retry in ${decision.retryAfterSeconds} s`,
+          requestId,
+          {
+            ...SECURITY_HEADERS,
+            "x-request-id": requestId,
+            ...headersOf(decision),
+            "retry-after": String(Math.max(1, decision.retryAfterSeconds)),
+          },
+        ),
+      );
+    const card = match[2] !== undefined;
+    const etag = card ? agent.cardEtag : agent.etag;
+    const notModified = matchesIfNoneMatch(request.headers.get("if-none-match"), etag);
+    const response = new Response(notModified ? null : card ? agent.cardRaw : agent.body, {
+      status: notModified ? 304 : 200,
+      headers: headersFor(agent.visibility, notModified),
+    });
+    const headers = response.headers;
+    headers.set("x-request-id", requestId);
+    headers.set("ratelimit-remaining", String(Math.max(0, decision.remaining)));
+    headers.set("ratelimit-reset", String(decision.resetSeconds));
+    headers.set("etag", etag);
+    return finish(response);
+  };
+}
+
+export type FastRead = ReturnType<typeof createFastRead>;
