@@ -100,6 +100,7 @@ export function createApp(deps: Dependencies) {
     database,
     audit,
     metrics,
+    logger,
     cache: agentCache,
     fetchOptions: deps.fetchOptions,
   });

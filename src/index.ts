@@ -1,4 +1,5 @@
 import { cpus } from "node:os";
+import { sql } from "drizzle-orm";
 import { createApp, createDependencies } from "./app";
 import { type Config, ConfigError, parseConfig } from "./config";
 import { openDatabase } from "./infra/db/client";
@@ -102,6 +103,8 @@ async function main() {
 
   // Under a supervisor the schema is already migrated; doing it again is harmless (advisory lock) and cheap.
   await database.migrate();
+  // PGlite has no autovacuum: start with planner statistics for whatever the data dir already holds.
+  if (database.kind === "pglite") await database.rows(sql`analyze`);
   if (deps.redis && !(await deps.redis.ready(3000)))
     logger.warn("redis not reachable at boot; serving from Postgres and in-process limits until it is");
   const app = createApp(deps);

@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import type { Config } from "../../config";
 import { ApiError, type FieldError } from "../../errors";
 import type { Audit } from "../../infra/audit";
@@ -5,6 +6,7 @@ import type { Database, Executor } from "../../infra/db/client";
 import type { AgentRow } from "../../infra/db/schema";
 import { OutboundFetchError, type SafeFetchOptions, safeFetchJson } from "../../infra/http";
 import type { VersionedCache } from "../../infra/cache";
+import type { Logger } from "../../infra/logger";
 import type { Metrics } from "../../infra/metrics";
 import { clientsRepo } from "../auth/repo";
 import type { Caller } from "../auth/model";
@@ -12,12 +14,15 @@ import { analyzeCard, cardHash } from "./card";
 import type { ListFilters, PatchInput, PublishInput } from "./model";
 import { type AgentInsert, agentsRepo, UUID_PATTERN } from "./repo";
 
+const ANALYZE_EVERY = 1000;
+
 export type AgentsDeps = {
   config: Config;
   database: Database;
   cache: VersionedCache<SerializedAgent>;
   audit: Audit;
   metrics: Metrics;
+  logger: Logger;
   /** Overridable in tests (DNS stubs); production uses the real resolver. */
   fetchOptions?: Partial<SafeFetchOptions>;
 };
@@ -120,7 +125,7 @@ function actorOf(caller: Caller) {
 type CardInput = { card: unknown; cardText: string; cardUrl: string | null };
 
 export function createAgentsService(deps: AgentsDeps) {
-  const { config, database, audit, metrics, cache } = deps;
+  const { config, database, audit, metrics, cache, logger } = deps;
   const repo = agentsRepo(database);
   const clients = clientsRepo(database.db);
   const fetchOptions: SafeFetchOptions = {
@@ -130,6 +135,27 @@ export function createAgentsService(deps: AgentsDeps) {
     accept: "application/json",
     ...deps.fetchOptions,
   };
+
+  /**
+   * Keeps planner statistics fresh. A burst of publishes leaves Postgres estimating a handful of rows
+   * until autovacuum analyzes the table, and it then sorts the whole table for every list page;
+   * embedded PGlite has no autovacuum at all. So every ANALYZE_EVERY writes the table is analyzed once,
+   * in the background.
+   */
+  let writesSinceAnalyze = 0;
+  let analyzing = false;
+  function wrote(operation: "created" | "updated" | "status_changed" | "deleted") {
+    metrics.agentWrites.inc({ operation });
+    if (++writesSinceAnalyze < ANALYZE_EVERY || analyzing) return;
+    writesSinceAnalyze = 0;
+    analyzing = true;
+    database
+      .rows(sql`analyze agents`)
+      .catch((error) => logger.warn({ err: error }, "analyze agents failed"))
+      .finally(() => {
+        analyzing = false;
+      });
+  }
 
   /** Turns the publish body into the card and its exact text, fetching it when given by URL. */
   async function resolveCard(input: PublishInput, bodyCardText: string | undefined): Promise<CardInput> {
@@ -263,7 +289,7 @@ export function createAgentsService(deps: AgentsDeps) {
         );
         return inserted;
       });
-      metrics.agentWrites.inc({ operation: "created" });
+      wrote("created");
       const agent = serializeAgent(row, config.registryId, []);
       await cache.write(agent.id, agent);
       return agent;
@@ -329,7 +355,7 @@ export function createAgentsService(deps: AgentsDeps) {
         return { row, changed: true, entitled: await repo.entitledClients(id, tx) };
       });
       if (!result.changed) return getFresh(id);
-      metrics.agentWrites.inc({ operation: "updated" });
+      wrote("updated");
       const agent = serializeAgent(result.row, config.registryId, result.entitled);
       await cache.write(id, agent);
       return agent;
@@ -375,7 +401,7 @@ export function createAgentsService(deps: AgentsDeps) {
         },
         tx,
       );
-      metrics.agentWrites.inc({ operation: "status_changed" });
+      wrote("status_changed");
       return { row: updated, entitled: await repo.entitledClients(id, tx) };
     });
     if (result === null) return getFresh(id);
@@ -402,7 +428,7 @@ export function createAgentsService(deps: AgentsDeps) {
       );
       return row;
     });
-    metrics.agentWrites.inc({ operation: "deleted" });
+    wrote("deleted");
     await cache.remove(id, deleted.seq);
   }
 
