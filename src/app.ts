@@ -89,8 +89,9 @@ export function createApp(deps: Dependencies) {
     metrics,
     logger,
     l1MaxEntries: cacheEnabled ? config.cache.l1MaxEntries : 0,
-    // Without Redis this process is the only one and sees every invalidation: no expiry needed.
-    l1TtlMs: deps.redis ? config.cache.l1TtlMs : Number.POSITIVE_INFINITY,
+    // On PGlite this process is the only writer and sees every invalidation: no expiry needed. On a
+    // shared Postgres without Redis, another process (the CLI, an import) may write unheard: TTL bounds it.
+    l1TtlMs: deps.redis || database.kind !== "pglite" ? config.cache.l1TtlMs : Number.POSITIVE_INFINITY,
     redisTtlSeconds: config.cache.redisTtlSeconds,
     encode: (agent) => JSON.stringify(agent),
     decode: (text) => JSON.parse(text) as SerializedAgent,

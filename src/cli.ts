@@ -1,8 +1,10 @@
 import { parseArgs } from "node:util";
 import { createAudit } from "./infra/audit";
+import { createInvalidationBus } from "./infra/bus";
 import { openDatabase } from "./infra/db/client";
 import { createLogger } from "./infra/logger";
 import { createMetrics } from "./infra/metrics";
+import { createRedisClients } from "./infra/redis";
 import { ConfigError, parseConfig } from "./config";
 import { SCOPES, type Scope } from "./modules/auth/model";
 import { createAuthService } from "./modules/auth/service";
@@ -34,6 +36,7 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
   const config = parseConfig(process.env, { requireSecret: false });
   const logger = createLogger(process.env.LOG_LEVEL ?? "warn");
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, poolMax: 2 });
+  const cleanups: (() => Promise<void>)[] = [];
   try {
     await database.migrate();
     if (command === "migrate") {
@@ -42,7 +45,12 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
     }
     const metrics = createMetrics({ collectProcessMetrics: false });
     const audit = createAudit({ database, metrics, logger });
-    const auth = createAuthService({ config, database, audit, metrics, logger });
+    // With Redis, a revocation from here reaches the running instances' caches at once.
+    const redis = config.redisUrl ? createRedisClients(config.redisUrl, logger) : undefined;
+    if (redis) await redis.ready(2000);
+    const bus = redis ? createInvalidationBus({ publisher: redis.command, logger }) : undefined;
+    cleanups.push(async () => redis?.close());
+    const auth = createAuthService({ config, database, audit, metrics, logger, bus });
 
     if (subcommand === "create") {
       const { values } = parseArgs({
@@ -102,6 +110,7 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
     }
     throw error;
   } finally {
+    for (const cleanup of cleanups) await cleanup();
     await database.close();
   }
 }

@@ -64,6 +64,8 @@ export function createInvalidationBus(options: { subscriber?: Redis; publisher?:
   return {
     instance,
     coherent: () => subscribed,
+    /** Whether other processes hear these invalidations (Redis), or only this one. */
+    distributed: publisher !== undefined,
     onInvalidation(handler: (message: Invalidation) => void) {
       handlers.add(handler);
     },
@@ -85,7 +87,7 @@ export function createInvalidationBus(options: { subscriber?: Redis; publisher?:
           CHANNEL,
           JSON.stringify({ ...message, from: instance, nonce: id } satisfies Wire),
         );
-        return subscribed ? await echoed : true;
+        return subscriber && subscribed ? await echoed : true;
       } catch (error) {
         logger.debug({ err: (error as Error).message }, "invalidation publish failed");
         return false;

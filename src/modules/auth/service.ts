@@ -73,8 +73,10 @@ export function createAuthService(deps: AuthDeps) {
     if (cached && cached.expiresAt > now) return cached.active;
     const state = await repo.stateOf(clientId);
     const active = state !== undefined && !state.disabled;
-    // Without a working invalidation channel another instance's revocation could be missed: no caching then.
-    if (!bus || bus.coherent()) {
+    // Remembered only where a revocation elsewhere would be heard: a connected Redis channel, or an
+    // embedded database no other process can open. Otherwise (a CLI revoking on a shared Postgres
+    // without Redis) every request asks the database.
+    if (bus?.coherent() && (bus.distributed || database.kind === "pglite")) {
       if (clientStates.size >= TOKEN_CACHE_MAX) clientStates.clear();
       clientStates.set(clientId, { active, expiresAt: now + CLIENT_STATE_TTL_MS });
     }
