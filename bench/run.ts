@@ -623,6 +623,12 @@ async function main() {
   extras.push(
     `Publish (g): **${fmtRps(publishRate)} agents/s** (${created.toLocaleString("en-US")} created in ${publish.durationS.toFixed(1)} s, ${publish.statusErrors} non-2xx, ${publish.socketErrors} socket errors; card ${publishTemplate.name} with a unique url per request).`,
   );
+  if (backend.env.DATABASE_URL) {
+    const reference = await postgresCommitCeiling(backend.env.DATABASE_URL);
+    extras.push(
+      `Postgres reference, measured right after (g) on the same database: one-row insert transactions from 16 connections commit **${fmtRps(reference)} tx/s**. Each publish is its own transaction (agent row with its indexes, version row, audit row), so this is the ceiling for publish on this machine (publish reaches ${(publishRate / reference).toFixed(2)} x of it).`,
+    );
+  }
   const { targetRps, delayMs, result: paced } = halfRate;
   extras.push(
     `Half rate (i): cached read paced at ${fmtRps(targetRps)} req/s (half of (b); each connection pauses ${delayMs.toFixed(2)} ms between requests, calibrated by a ${settings.warmupS} s unrecorded pass): achieved **${fmtRps(paced.rps)} req/s**, p50 ${fmtMs(paced.p50Ms)}, **p99 ${fmtMs(paced.p99Ms)}**, errors ${paced.statusErrors + paced.socketErrors}. Run right after (b) on the same process.`,
@@ -751,3 +757,28 @@ try {
   await cleanupAll();
 }
 process.exit(exitCode);
+
+/** How many trivial transactions Postgres commits per second here: the bound for one-transaction-per-publish. */
+async function postgresCommitCeiling(url: string, seconds = 3, connections = 16): Promise<number> {
+  const sql = new Bun.SQL(url, { max: connections });
+  try {
+    await sql`create table if not exists bench_commit_probe (id bigserial primary key, v text)`;
+    let committed = 0;
+    const deadline = performance.now() + seconds * 1000;
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: connections }, async () => {
+        while (performance.now() < deadline) {
+          await sql.begin(async (tx) => {
+            await tx`insert into bench_commit_probe (v) values ('x')`;
+          });
+          committed++;
+        }
+      }),
+    );
+    return committed / ((performance.now() - started) / 1000);
+  } finally {
+    await sql`drop table if exists bench_commit_probe`;
+    await sql.close();
+  }
+}

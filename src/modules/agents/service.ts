@@ -55,7 +55,8 @@ export function canSee(agent: SerializedAgent, caller: Caller): boolean {
 
 const sha256Hex = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
 
-export function serializeAgent(row: AgentRow, registryId: string, entitled: string[]): SerializedAgent {
+/** The record's JSON text, with the card embedded as its published text (key order and spelling kept). */
+export function recordBody(row: AgentRow, registryId: string): string {
   const federated = row.originRegistry !== null;
   const head = JSON.stringify({
     id: row.id,
@@ -84,7 +85,11 @@ export function serializeAgent(row: AgentRow, registryId: string, entitled: stri
     updatedAt: row.updatedAt.toISOString(),
   });
   // The card goes in as its published text, so key order and spelling survive in the record too.
-  const body = `${head.slice(0, -1)},"card":${row.cardRaw},${tail.slice(1)}`;
+  return `${head.slice(0, -1)},"card":${row.cardRaw},${tail.slice(1)}`;
+}
+
+export function serializeAgent(row: AgentRow, registryId: string, entitled: string[]): SerializedAgent {
+  const body = recordBody(row, registryId);
   return {
     id: row.id,
     seq: row.seq,
@@ -260,33 +265,43 @@ export function createAgentsService(deps: AgentsDeps) {
               `This client already has ${count} live agents (limit ${config.maxAgentsPerClient})`,
             );
         }
-        const inserted = await repo.insert(
-          {
-            id,
-            owner,
-            visibility: input.visibility ?? "public",
-            status: "active",
-            cardUrl: card.cardUrl,
-            ...cardColumns(card, analysis, hash),
-          },
-          tx,
-        );
-        await repo.insertVersion(
-          { agentId: id, version: analysis.version, card: card.card, cardRaw: card.cardText, cardHash: hash },
-          tx,
-        );
-        await audit.record(
-          {
-            actor: owner,
-            action: "agent.created",
-            target: id,
-            outcome: "success",
-            ip: ctx.ip,
-            requestId: ctx.requestId,
-            details: { name: analysis.name, url: analysis.primaryUrl, version: analysis.version },
-          },
-          tx,
-        );
+        // Sent together: a connection runs them in order, so the version and audit rows follow the agent
+        // row in one round trip instead of three (a failed insert aborts the rest, as it should).
+        const [inserted] = await Promise.all([
+          repo.insert(
+            {
+              id,
+              owner,
+              visibility: input.visibility ?? "public",
+              status: "active",
+              cardUrl: card.cardUrl,
+              ...cardColumns(card, analysis, hash),
+            },
+            tx,
+          ),
+          repo.insertVersion(
+            {
+              agentId: id,
+              version: analysis.version,
+              card: card.card,
+              cardRaw: card.cardText,
+              cardHash: hash,
+            },
+            tx,
+          ),
+          audit.record(
+            {
+              actor: owner,
+              action: "agent.created",
+              target: id,
+              outcome: "success",
+              ip: ctx.ip,
+              requestId: ctx.requestId,
+              details: { name: analysis.name, url: analysis.primaryUrl, version: analysis.version },
+            },
+            tx,
+          ),
+        ]);
         return inserted;
       });
       wrote("created");
@@ -483,8 +498,7 @@ export function createAgentsService(deps: AgentsDeps) {
     const page = rows.slice(0, limit);
     const last = page.at(-1);
     return {
-      // Entitlements only decide visibility, which the query already applied; the body does not carry them.
-      items: page.map((row) => serializeAgent(row, config.registryId, []).body),
+      items: page.map((row) => recordBody(row, config.registryId)),
       nextCursor: rows.length > limit && last ? encodeCursor(last.seq) : null,
     };
   }
