@@ -205,6 +205,10 @@ export function createAgentsService(deps: AgentsDeps) {
     return { analysis, hash: cardHash(input.card) };
   }
 
+  function versionRow(agentId: string, version: string, card: CardInput, hash: string) {
+    return { agentId, version, card: card.card, cardRaw: card.cardText, cardHash: hash };
+  }
+
   function cardColumns(
     input: CardInput,
     analysis: Extract<ReturnType<typeof analyzeCard>, { ok: true }>,
@@ -279,16 +283,7 @@ export function createAgentsService(deps: AgentsDeps) {
             },
             tx,
           ),
-          repo.insertVersion(
-            {
-              agentId: id,
-              version: analysis.version,
-              card: card.card,
-              cardRaw: card.cardText,
-              cardHash: hash,
-            },
-            tx,
-          ),
+          repo.insertVersion(versionRow(id, analysis.version, card, hash), tx),
           audit.record(
             {
               actor: owner,
@@ -344,17 +339,7 @@ export function createAgentsService(deps: AgentsDeps) {
           },
           tx,
         );
-        if (!existing)
-          await repo.insertVersion(
-            {
-              agentId: id,
-              version: analysis.version,
-              card: card.card,
-              cardRaw: card.cardText,
-              cardHash: hash,
-            },
-            tx,
-          );
+        if (!existing) await repo.insertVersion(versionRow(id, analysis.version, card, hash), tx);
         await audit.record(
           {
             actor: actorOf(ctx.caller),
