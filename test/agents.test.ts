@@ -92,6 +92,11 @@ for (const backend of BACKENDS) {
             source: { federated: false, originId: body.id },
           });
           expect(body.card).toEqual(card);
+          // what the publish answered is byte for byte what a read from the database serialises
+          t.app.services.agentCache.clearLocal();
+          const read = await t.request(`/v1/agents/${body.id}`);
+          expect(read.headers.get("etag")).toBe(res.headers.get("etag"));
+          expect(await read.json()).toEqual(body);
         });
 
         for (const name of jsonFiles("valid")) {

@@ -1,6 +1,6 @@
 import { and, arrayContains, desc, eq, gte, isNull, lt, type SQL, sql } from "drizzle-orm";
 import type { Database, Executor } from "../../infra/db/client";
-import { agents, agentVersions, entitlements } from "../../infra/db/schema";
+import { type AgentRow, agents, agentVersions, entitlements } from "../../infra/db/schema";
 import type { Caller } from "../auth/model";
 import type { ListFilters } from "./model";
 
@@ -98,12 +98,18 @@ export function agentsRepo(database: Database) {
         executor,
       );
     },
-    async insert(values: AgentInsert, executor: Executor) {
+    /**
+     * Inserts a new agent and returns its row. Only what the database decides (seq, timestamps) comes
+     * back: returning the whole row would ship the card and search document back for nothing, which
+     * measured a third of publish throughput.
+     */
+    async insert(values: AgentInsert, executor: Executor): Promise<AgentRow> {
+      const facetKeys = facetKeysOf(values);
       const rows = await executor
         .insert(agents)
         .values({
           ...values,
-          facetKeys: facetKeysOf(values),
+          facetKeys,
           seq: nextSeq,
           searchDoc: searchDocument({
             name: values.name,
@@ -112,8 +118,29 @@ export function agentsRepo(database: Database) {
             tags: values.tags,
           }),
         })
-        .returning();
-      return rows[0]!;
+        .returning({ seq: agents.seq, createdAt: agents.createdAt, updatedAt: agents.updatedAt });
+      const stamped = rows[0]!;
+      return {
+        owner: null,
+        description: "",
+        cardUrl: null,
+        statusMessage: null,
+        protocolVersion: null,
+        provider: null,
+        signature: "none",
+        signatureKid: null,
+        health: "unknown",
+        checkedAt: null,
+        originRegistry: null,
+        originId: null,
+        deletedAt: null,
+        ...values,
+        facetKeys,
+        searchDoc: null,
+        seq: stamped.seq,
+        createdAt: stamped.createdAt,
+        updatedAt: stamped.updatedAt,
+      };
     },
     async update(id: string, values: Partial<AgentInsert>, executor: Executor) {
       const changes: Record<string, unknown> = { ...values, seq: nextSeq, updatedAt: sql`now()` };
