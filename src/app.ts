@@ -113,7 +113,18 @@ export function createApp(deps: Dependencies) {
 
   // normalize: false makes `additionalProperties: false` reject unknown fields instead of silently
   // dropping them, so a typo in a request is an error the caller sees.
-  const app = new Elysia({ name: "a2a-registry", normalize: false })
+  // In production Bun routes requests natively; the cached reads are given Bun routes of their own so a
+  // hit skips Elysia entirely, and anything the fast path cannot answer goes to the app as usual.
+  const fastRoute = (request: Request, server: Parameters<NonNullable<typeof fastPath>>[1]) =>
+    fastPath?.(request, server) ?? app.fetch(request);
+  const serveRoutes = fastPath
+    ? { "/v1/agents/:id": { GET: fastRoute }, "/v1/agents/:id/card": { GET: fastRoute } }
+    : undefined;
+  const app = new Elysia({
+    name: "a2a-registry",
+    normalize: false,
+    ...(serveRoutes ? { serve: { routes: serveRoutes as never } } : {}),
+  })
     .use(webPipeline({ config, logger, metrics, requests, fastPath }))
     .use(apiDocs(config))
     .use(rateLimitPlugin({ limiter, requests }))

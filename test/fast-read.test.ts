@@ -121,6 +121,50 @@ for (const backend of BACKENDS) {
     });
   });
 
+  describe(`cached reads served as Bun routes by a listening server [${backend}]`, () => {
+    let t: TestApp;
+    let base: string;
+    beforeAll(async () => {
+      t = await createTestApp(backend);
+      t.app.listen({ port: 0, hostname: "127.0.0.1" });
+      base = `http://127.0.0.1:${t.app.server!.port}`;
+    });
+    afterAll(() => t.close());
+
+    test("happy: the native route answers hits like the app; misses, other methods and errors fall through", async () => {
+      const writer = await t.client(["agents:write"]);
+      const res = await t.request("/v1/agents", {
+        method: "POST",
+        json: { card: cardWith() },
+        token: writer.token,
+      });
+      const { id } = await json<{ id: string }>(res);
+      t.app.services.agentCache.clearLocal();
+      const slow = await fetch(`${base}/v1/agents/${id}`); // fills L1 through the app
+      const fast = await fetch(`${base}/v1/agents/${id}`);
+      expect(fast.status).toBe(200);
+      expect(stable(fast)).toEqual(stable(slow));
+      expect(await fast.text()).toBe(await slow.text());
+      const card = await fetch(`${base}/v1/agents/${id}/card`);
+      expect(card.status).toBe(200);
+      expect(card.headers.get("etag")).toBeTruthy();
+      const missing = await fetch(`${base}/v1/agents/01a21292-d244-762b-a5fd-3363054f0a64`);
+      expect(missing.status).toBe(404);
+      expect(missing.headers.get("content-type")).toContain("application/problem+json");
+      const put = await fetch(`${base}/v1/agents/${id}`, { method: "PUT" });
+      expect(put.status).toBe(401);
+      expect((await fetch(`${base}/v1/agents/not-a-uuid`)).status).toBe(404);
+      const anonymousPrivate = await t.request("/v1/agents", {
+        method: "POST",
+        json: { card: cardWith(), visibility: "private" },
+        token: writer.token,
+      });
+      const privateId = (await json<{ id: string }>(anonymousPrivate)).id;
+      await fetch(`${base}/v1/agents/${privateId}`, { headers: { authorization: `Bearer ${writer.token}` } });
+      expect((await fetch(`${base}/v1/agents/${privateId}`)).status).toBe(404);
+    });
+  });
+
   describe(`rate limits on the fast path [${backend}]`, () => {
     let t: TestApp;
     beforeAll(async () => {
