@@ -60,7 +60,13 @@ export function createFastRead(deps: {
     return record;
   };
 
-  return (request: Request, server: Server): Response | undefined => {
+  // In production a miss on the native route is handed to the app, whose onRequest would try again.
+  const missed = new WeakSet<Request>();
+  const miss = (request: Request) => {
+    missed.add(request);
+    return undefined;
+  };
+  const answer = (request: Request, server: Server): Response | undefined => {
     if (request.method !== "GET") return undefined;
     const startedAt = performance.now();
     const url = request.url;
@@ -69,15 +75,15 @@ export function createFastRead(deps: {
     const match = PATH.exec(query < 0 ? url.slice(pathStart) : url.slice(pathStart, query));
     if (!match) return undefined;
     const caller = auth.peekCaller(request.headers.get("authorization"));
-    if (!caller) return undefined;
+    if (!caller) return miss(request);
     const agent = agents.peek(caller, match[1]!);
-    if (!agent) return undefined;
+    if (!agent) return miss(request);
     const ip = caller.kind === "client" ? null : clientIp(request, server, config.trustProxy);
     const decision = limiter.takeSync(
       caller.kind === "client" ? `c:${caller.clientId}` : `ip:${ip ?? "unknown"}`,
       "read",
     );
-    if (!decision) return undefined;
+    if (!decision) return miss(request);
 
     const incoming = request.headers.get("x-request-id");
     const requestId = incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : crypto.randomUUID();
@@ -128,6 +134,8 @@ export function createFastRead(deps: {
     headers.set("etag", etag);
     return finish(response);
   };
+  return (request: Request, server: Server): Response | undefined =>
+    missed.has(request) ? undefined : answer(request, server);
 }
 
 export type FastRead = ReturnType<typeof createFastRead>;
