@@ -75,16 +75,17 @@ function createRequestMetrics(registry: Registry) {
         }
     };
   };
+  // One lookup per request: the recorder bound to (method, status, route) is kept once made.
+  const recorders = new Map<string, (seconds: number) => void>();
   return {
-    /** A recorder bound to one series, for paths that know their route and status in advance. */
-    recorder,
     record(method: string, route: string, status: number, seconds: number) {
-      seriesOf(series, `${method} ${status} ${route}`, { method, route, status_code: status }).count++;
-      const d = seriesOf(durationSeries, `${method} ${route}`, { method, route });
-      d.count++;
-      d.sum += seconds;
-      const bucket = DURATION_BUCKETS.findIndex((le) => seconds <= le);
-      if (bucket >= 0) d.buckets[bucket]!++;
+      const key = `${method} ${status} ${route}`;
+      let record = recorders.get(key);
+      if (!record) {
+        record = recorder(method, route, status);
+        recorders.set(key, record);
+      }
+      record(seconds);
     },
   };
 }

@@ -27,6 +27,18 @@ export function headersOf(decision: LimitDecision): Record<string, string> {
   };
 }
 
+/** Buckets are per client for token holders, per client IP for everyone else. */
+export function limiterKey(caller: Caller | undefined, ip: string | null): string {
+  return caller?.kind === "client" ? `c:${caller.clientId}` : `ip:${ip ?? "unknown"}`;
+}
+
+/** The 429 for a denied decision, with the headers that say when to come back. */
+export function rateLimitedError(decision: LimitDecision): ApiError {
+  return new ApiError("RATE_LIMITED", `Rate limit exceeded; retry in ${decision.retryAfterSeconds} s`, {
+    headers: { ...headersOf(decision), "retry-after": String(Math.max(1, decision.retryAfterSeconds)) },
+  });
+}
+
 /**
  * Applies the token-bucket limiter to every route registered after it: keyed by client id when the
  * caller has a token, by client IP otherwise. Decides synchronously when the limiter can (leased or
@@ -36,12 +48,8 @@ export function rateLimitPlugin(deps: { limiter: RateLimiter; requests: RequestC
   const { limiter, requests } = deps;
 
   const apply = (decision: LimitDecision, set: { headers: Record<string, unknown> }) => {
-    const headers = headersOf(decision);
-    if (!decision.allowed)
-      throw new ApiError("RATE_LIMITED", `Rate limit exceeded; retry in ${decision.retryAfterSeconds} s`, {
-        headers: { ...headers, "retry-after": String(Math.max(1, decision.retryAfterSeconds)) },
-      });
-    Object.assign(set.headers, headers);
+    if (!decision.allowed) throw rateLimitedError(decision);
+    Object.assign(set.headers, headersOf(decision));
   };
 
   return new Elysia({ name: "rate-limit" }).onBeforeHandle({ as: "global" }, (context) => {
@@ -49,9 +57,7 @@ export function rateLimitPlugin(deps: { limiter: RateLimiter; requests: RequestC
     const cls = endpointClass(request.method, route);
     if (cls === undefined) return;
     const caller = (context as unknown as { caller?: Caller }).caller;
-    const key =
-      caller?.kind === "client" ? `c:${caller.clientId}` : `ip:${requests.stateOf(request).ip ?? "unknown"}`;
-    const decision = limiter.take(key, cls);
+    const decision = limiter.take(limiterKey(caller, requests.stateOf(request).ip), cls);
     if (decision instanceof Promise) return decision.then((d) => apply(d, set));
     apply(decision, set);
   });

@@ -12,7 +12,45 @@ export type RequestState = {
   clientId: string | null;
 };
 
-export const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
+
+/** The caller's X-Request-ID when it is a sane token, else a new one. */
+export function requestIdOf(request: Request): string {
+  const incoming = request.headers.get("x-request-id");
+  return incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : crypto.randomUUID();
+}
+
+/**
+ * What every answered request leaves behind: its metrics, and an access-log line when info is enabled
+ * (decided once: building the line is work even when pino would drop it).
+ */
+export function createAccessRecorder(deps: { metrics: Metrics; logger: Logger }) {
+  const { metrics, logger } = deps;
+  const accessLog = logger.isLevelEnabled("info");
+  return (
+    method: string,
+    route: string,
+    status: number,
+    startedAt: number,
+    who: { requestId: string; clientId: string | null; ip: string | null },
+  ) => {
+    const seconds = (performance.now() - startedAt) / 1000;
+    metrics.requests.record(method, route, status, seconds);
+    if (accessLog)
+      logger.info(
+        {
+          requestId: who.requestId,
+          method,
+          route,
+          status,
+          durationMs: Math.round(seconds * 100_000) / 100,
+          clientId: who.clientId,
+          ip: who.ip,
+        },
+        "request",
+      );
+  };
+}
 
 /** Exact request bodies, kept so a card can be stored byte for byte as its publisher sent it. */
 export type RawBodies = WeakMap<Request, string>;
@@ -158,27 +196,11 @@ export function webPipeline(deps: {
   const { config, logger, metrics } = deps;
   const { states, stateOf, rawBodies } = deps.requests;
 
+  const record = createAccessRecorder({ metrics, logger });
   const finish = (request: Request, route: string | undefined, status: number) => {
     const state = stateOf(request);
-    const template = route || "unmatched";
-    const seconds = (performance.now() - state.startedAt) / 1000;
-    metrics.requests.record(request.method, template, status, seconds);
-    if (accessLog)
-      logger.info(
-        {
-          requestId: state.requestId,
-          method: request.method,
-          route: template,
-          status,
-          durationMs: Math.round(seconds * 100_000) / 100,
-          clientId: state.clientId,
-          ip: state.ip,
-        },
-        "request",
-      );
+    record(request.method, route || "unmatched", status, state.startedAt, state);
   };
-  // Decided once: building the access-log object is work even when pino would drop it.
-  const accessLog = logger.isLevelEnabled("info");
 
   return (
     new Elysia({ name: "web-pipeline" })
@@ -188,10 +210,9 @@ export function webPipeline(deps: {
           const fast = deps.fastPath(request, server);
           if (fast) return fast;
         }
-        const incoming = request.headers.get("x-request-id");
         const state: RequestState = {
           startedAt: performance.now(),
-          requestId: incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : crypto.randomUUID(),
+          requestId: requestIdOf(request),
           ip: clientIp(request, server, config.trustProxy),
           clientId: null,
         };

@@ -3,8 +3,8 @@ import { problemResponse } from "../../errors";
 import type { Logger } from "../../infra/logger";
 import type { Metrics } from "../../infra/metrics";
 import type { RateLimiter } from "../../infra/ratelimit";
-import { headersOf } from "../../infra/ratelimit-http";
-import { clientIp, REQUEST_ID_PATTERN, SECURITY_HEADERS } from "../../infra/web";
+import { limiterKey, rateLimitedError } from "../../infra/ratelimit-http";
+import { clientIp, createAccessRecorder, requestIdOf, SECURITY_HEADERS } from "../../infra/web";
 import type { AuthService } from "../auth/service";
 import { cacheControlFor, matchesIfNoneMatch } from "./routes";
 import type { AgentsService } from "./service";
@@ -29,7 +29,7 @@ export function createFastRead(deps: {
   logger: Logger;
 }) {
   const { config, agents, auth, limiter, metrics, logger } = deps;
-  const accessLog = logger.isLevelEnabled("info");
+  const record = createAccessRecorder({ metrics, logger });
   const readLimit = String(config.rateLimits.read.limit);
   // Building a Response's headers from a plain object costs more than the rest of this path; the fixed
   // ones are built once per kind of answer, and each response only sets the few that vary.
@@ -49,17 +49,6 @@ export function createFastRead(deps: {
     }
     return headers;
   };
-  const recorders = new Map<string, (seconds: number) => void>();
-  const recorderFor = (route: string, status: number) => {
-    const key = `${status} ${route}`;
-    let record = recorders.get(key);
-    if (!record) {
-      record = metrics.requests.recorder("GET", route, status);
-      recorders.set(key, record);
-    }
-    return record;
-  };
-
   // In production a miss on the native route is handed to the app, whose onRequest would try again.
   const missed = new WeakSet<Request>();
   const miss = (request: Request) => {
@@ -79,48 +68,30 @@ export function createFastRead(deps: {
     const agent = agents.peek(caller, match[1]!);
     if (!agent) return miss(request);
     const ip = caller.kind === "client" ? null : clientIp(request, server, config.trustProxy);
-    const decision = limiter.takeSync(
-      caller.kind === "client" ? `c:${caller.clientId}` : `ip:${ip ?? "unknown"}`,
-      "read",
-    );
+    const decision = limiter.takeSync(limiterKey(caller, ip), "read");
     if (!decision) return miss(request);
 
-    const incoming = request.headers.get("x-request-id");
-    const requestId = incoming && REQUEST_ID_PATTERN.test(incoming) ? incoming : crypto.randomUUID();
-    const route = match[2] !== undefined ? "/v1/agents/:id/card" : "/v1/agents/:id";
+    const requestId = requestIdOf(request);
+    const card = match[2] !== undefined;
+    const route = card ? "/v1/agents/:id/card" : "/v1/agents/:id";
     const finish = (response: Response) => {
-      const seconds = (performance.now() - startedAt) / 1000;
-      recorderFor(route, response.status)(seconds);
-      if (accessLog)
-        logger.info(
-          {
-            requestId,
-            method: "GET",
-            route,
-            status: response.status,
-            durationMs: Math.round(seconds * 100_000) / 100,
-            clientId: caller.kind === "client" ? caller.clientId : null,
-            ip,
-          },
-          "request",
-        );
+      record("GET", route, response.status, startedAt, {
+        requestId,
+        clientId: caller.kind === "client" ? caller.clientId : null,
+        ip,
+      });
       return response;
     };
-    if (!decision.allowed)
+    if (!decision.allowed) {
+      const denial = rateLimitedError(decision);
       return finish(
-        problemResponse(
-          "RATE_LIMITED",
-          `Rate limit exceeded; retry in ${decision.retryAfterSeconds} s`,
-          requestId,
-          {
-            ...SECURITY_HEADERS,
-            "x-request-id": requestId,
-            ...headersOf(decision),
-            "retry-after": String(Math.max(1, decision.retryAfterSeconds)),
-          },
-        ),
+        problemResponse(denial.code, denial.detail, requestId, {
+          ...SECURITY_HEADERS,
+          "x-request-id": requestId,
+          ...denial.options.headers,
+        }),
       );
-    const card = match[2] !== undefined;
+    }
     const etag = card ? agent.cardEtag : agent.etag;
     const notModified = matchesIfNoneMatch(request.headers.get("if-none-match"), etag);
     const response = new Response(notModified ? null : card ? agent.cardRaw : agent.body, {
