@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, type Metric, Registry } from "prom-client";
 
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -135,10 +135,39 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
     labelNames: ["backend"] as const,
     registers: [registry],
   });
+  const searchDuration = new Histogram({
+    name: "a2a_registry_search_duration_seconds",
+    help: "Search query duration in seconds by backend",
+    labelNames: ["backend"] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [registry],
+  });
+  const searchFallbacks = new Counter({
+    name: "a2a_registry_search_fallbacks_total",
+    help: "Searches answered by the Postgres backend because Elasticsearch failed",
+    registers: [registry],
+  });
+  const searchOutboxPending = new Gauge({
+    name: "a2a_registry_search_outbox_pending",
+    help: "Agent changes waiting in the outbox to reach the search index",
+    registers: [registry],
+  });
   const peerSyncs = new Counter({
     name: "a2a_registry_peer_syncs_total",
     help: "Federation sync runs by peer and status",
     labelNames: ["peer", "status"] as const,
+    registers: [registry],
+  });
+  const peerSyncLagSeconds = new Gauge({
+    name: "a2a_registry_peer_sync_lag_seconds",
+    help: "Seconds since the last successful sync from each peer",
+    labelNames: ["peer"] as const,
+    registers: [registry],
+  });
+  const peerSyncLagChanges = new Gauge({
+    name: "a2a_registry_peer_sync_lag_changes",
+    help: "Changes in each peer's feed not yet applied here, as of the last sync",
+    labelNames: ["peer"] as const,
     registers: [registry],
   });
   const rateLimited = new Counter({
@@ -180,7 +209,12 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
     agentWrites,
     auditEvents,
     searchQueries,
+    searchDuration,
+    searchFallbacks,
+    searchOutboxPending,
     peerSyncs,
+    peerSyncLagSeconds,
+    peerSyncLagChanges,
     rateLimited,
     rateLimiterFallbacks,
     cacheRequests,

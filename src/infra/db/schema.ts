@@ -5,6 +5,7 @@ import {
   boolean,
   customType,
   index,
+  integer,
   jsonb,
   pgSequence,
   pgTable,
@@ -139,6 +140,24 @@ export const auditLog = pgTable(
     details: jsonb("details").notNull().default({}),
   },
   (t) => [index("audit_log_action_idx").on(t.action, t.id), index("audit_log_actor_idx").on(t.actor, t.id)],
+);
+
+/**
+ * Agents whose latest change has not reached Elasticsearch yet. Written in the same transaction as the
+ * change (only when Elasticsearch is the search backend), so a crash between commit and indexing loses
+ * nothing; one row per agent, holding the newest seq to index.
+ */
+export const searchOutbox = pgTable(
+  "search_outbox",
+  {
+    agentId: uuid("agent_id").primaryKey(),
+    seq: bigint("seq", { mode: "number" }).notNull(),
+    enqueuedAt: timestamptz("enqueued_at").notNull().defaultNow(),
+    attempts: integer("attempts").notNull().default(0),
+    lastError: text("last_error"),
+    nextAttemptAt: timestamptz("next_attempt_at").notNull().defaultNow(),
+  },
+  (t) => [index("search_outbox_next_attempt_idx").on(t.nextAttemptAt)],
 );
 
 export type AgentRow = typeof agents.$inferSelect;

@@ -66,6 +66,12 @@ export function agentsRepo(database: Database) {
         .limit(1);
       return rows[0];
     },
+    /** The row whatever its state (deleted included), for re-syncing caches after outside writes. */
+    async findAny(id: string, executor: Executor = db) {
+      if (!UUID_PATTERN.test(id)) return undefined;
+      const rows = await executor.select().from(agents).where(eq(agents.id, id)).limit(1);
+      return rows[0];
+    },
     async entitledClients(agentId: string, executor: Executor = db) {
       const rows = await executor
         .select({ clientId: entitlements.clientId })

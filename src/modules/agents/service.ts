@@ -432,6 +432,22 @@ export function createAgentsService(deps: AgentsDeps) {
     await cache.remove(id, deleted.seq);
   }
 
+  /**
+   * For agents written outside this service (federated copies applied by the sync engine): after their
+   * transaction commits, brings the cache and the search index up to what Postgres now holds.
+   */
+  async function changedElsewhere(ids: string[]) {
+    for (const id of ids) {
+      const row = await repo.findAny(id);
+      if (!row) {
+        await cache.remove(id, Number.MAX_SAFE_INTEGER);
+        continue;
+      }
+      if (row.deletedAt) await cache.remove(id, row.seq);
+      else await cache.write(id, serializeAgent(row, config.registryId, await repo.entitledClients(id)));
+    }
+  }
+
   /** The record as Postgres has it now, for the cache to fill from; null when absent or deleted. */
   async function load(id: string): Promise<SerializedAgent | null> {
     const row = await repo.findLive(id);
@@ -546,6 +562,7 @@ export function createAgentsService(deps: AgentsDeps) {
     entitlementsOf,
     setEntitlement,
     publicIndex,
+    changedElsewhere,
     countByStatus: () => repo.countByStatus(),
   };
 }
