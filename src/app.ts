@@ -1,3 +1,4 @@
+import { Client as ElasticsearchClient } from "@elastic/elasticsearch";
 import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { createAudit } from "./infra/audit";
@@ -11,6 +12,8 @@ import { apiDocs } from "./infra/openapi";
 import { createRateLimiter } from "./infra/ratelimit";
 import { rateLimitPlugin } from "./infra/ratelimit-http";
 import { createRedisClients, type RedisClients } from "./infra/redis";
+import { createElasticsearchSearch } from "./infra/search/elasticsearch";
+import { createPostgresSearch } from "./infra/search/pg";
 import { createRequestContext, webPipeline } from "./infra/web";
 import { agentRoutes } from "./modules/agents/routes";
 import { createFastRead } from "./modules/agents/fast-read";
@@ -20,6 +23,10 @@ import { authRoutes } from "./modules/auth/routes";
 import { createAuthService } from "./modules/auth/service";
 import type { DependencyCheck } from "./modules/ops/model";
 import { healthRoutes, opsRoutes } from "./modules/ops/routes";
+import { createSearchIndexer } from "./modules/search/indexer";
+import { searchRepo } from "./modules/search/repo";
+import { searchRoutes } from "./modules/search/routes";
+import { createSearchService } from "./modules/search/service";
 
 /** Everything the app needs from outside, built once at boot (or per test) and passed in. */
 export type Dependencies = {
@@ -29,8 +36,18 @@ export type Dependencies = {
   database: Database;
   /** Absent when REDIS_URL is unset: caches and limiter stay in-process. */
   redis?: RedisClients;
+  /** Absent when ELASTICSEARCH_URL is unset: Postgres full-text search serves queries. */
+  elasticsearch?: ElasticsearchClient;
   fetchOptions?: Partial<SafeFetchOptions>;
 };
+
+/**
+ * Short timeouts and no retries: a write waits on the index only briefly (the outbox retries), and a
+ * search that cannot reach Elasticsearch is better answered by Postgres at once.
+ */
+export function createElasticsearchClient(url: string) {
+  return new ElasticsearchClient({ node: url, requestTimeout: 2000, maxRetries: 1 });
+}
 
 export async function createDependencies(
   config: Config,
@@ -47,7 +64,10 @@ export async function createDependencies(
     }));
   const redis =
     overrides.redis ?? (config.redisUrl ? createRedisClients(config.redisUrl, logger) : undefined);
-  return { config, logger, metrics, database, redis, fetchOptions: overrides.fetchOptions };
+  const elasticsearch =
+    overrides.elasticsearch ??
+    (config.elasticsearchUrl ? createElasticsearchClient(config.elasticsearchUrl) : undefined);
+  return { config, logger, metrics, database, redis, elasticsearch, fetchOptions: overrides.fetchOptions };
 }
 
 /** Redis is optional for serving (reads fall back to Postgres), so its failure is "degraded", not "down". */
@@ -96,6 +116,20 @@ export function createApp(deps: Dependencies) {
     encode: (agent) => JSON.stringify(agent),
     decode: (text) => JSON.parse(text) as SerializedAgent,
   });
+  const postgresSearch = createPostgresSearch(database);
+  const searchBackend = deps.elasticsearch
+    ? createElasticsearchSearch({ client: deps.elasticsearch, logger, source: searchRepo(database) })
+    : postgresSearch;
+  const searchIndexer = createSearchIndexer({ database, backend: searchBackend, metrics, logger });
+  const search = createSearchService({
+    config,
+    database,
+    metrics,
+    logger,
+    backend: searchBackend,
+    fallback: postgresSearch,
+    indexer: searchIndexer,
+  });
   const agents = createAgentsService({
     config,
     database,
@@ -104,6 +138,7 @@ export function createApp(deps: Dependencies) {
     logger,
     cache: agentCache,
     fetchOptions: deps.fetchOptions,
+    searchIndex: searchIndexer,
   });
   const guard = authGuard({ auth, requests, metrics });
   const fastPath = config.cache.enabled
@@ -135,7 +170,10 @@ export function createApp(deps: Dependencies) {
         metrics,
         logger,
         agents,
-        probes: deps.redis ? { cache: () => redisProbe(deps.redis!, bus) } : undefined,
+        probes: {
+          ...(deps.redis ? { cache: () => redisProbe(deps.redis!, bus) } : {}),
+          search: () => search.health(),
+        },
       }),
     )
     // The token endpoint authenticates clients with Basic credentials, so it sits before the bearer guard.
@@ -143,9 +181,22 @@ export function createApp(deps: Dependencies) {
     .use(guard)
     .use(clientRoutes)
     .use(agentRoutes({ config, agents, guard, requests }))
+    .use(searchRoutes({ search, guard }))
     .use(opsRoutes({ config, database, metrics, logger, agents, guard }));
 
-  return Object.assign(app, { services: { auth, agents, audit, agentCache, bus, limiter } });
+  return Object.assign(app, {
+    services: {
+      auth,
+      agents,
+      audit,
+      agentCache,
+      bus,
+      limiter,
+      search,
+      searchBackend,
+      searchIndexer,
+    },
+  });
 }
 
 export type App = ReturnType<typeof createApp>;

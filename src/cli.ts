@@ -1,10 +1,14 @@
 import { parseArgs } from "node:util";
+import { Client as ElasticsearchClient } from "@elastic/elasticsearch";
 import { createAudit } from "./infra/audit";
 import { createInvalidationBus } from "./infra/bus";
 import { openDatabase } from "./infra/db/client";
 import { createLogger } from "./infra/logger";
 import { createMetrics } from "./infra/metrics";
 import { createRedisClients } from "./infra/redis";
+import { createElasticsearchSearch } from "./infra/search/elasticsearch";
+import { createPostgresSearch } from "./infra/search/pg";
+import { searchRepo } from "./modules/search/repo";
 import { ConfigError, parseConfig } from "./config";
 import { SCOPES, type Scope } from "./modules/auth/model";
 import { createAuthService } from "./modules/auth/service";
@@ -15,12 +19,50 @@ const USAGE = `Usage: bun run cli <command>
   clients create --name NAME --scopes a,b   create a client; prints its secret once
   clients list                              list clients (never secrets)
   clients revoke CLIENT_ID                  revoke a client; its tokens stop working at once
+  reindex                                   rebuild the search index from the database (safe while
+                                            serving: Elasticsearch gets a new index and an alias swap)
 
-Scopes: ${SCOPES.join(", ")}. Uses DATABASE_URL, or the embedded database in DATA_DIR when unset.`;
+Scopes: ${SCOPES.join(", ")}. Uses DATABASE_URL, or the embedded database in DATA_DIR when unset;
+ELASTICSEARCH_URL selects Elasticsearch for reindex (else the Postgres search documents are rebuilt).`;
 
 class UsageError extends Error {}
 
-export async function runCli(argv: string[], out: (line: string) => void = console.log): Promise<number> {
+export type CliOptions = {
+  /** Where progress goes: a redrawn bar on a terminal, a line every tenth otherwise. */
+  progress?: (done: number, total: number) => void;
+  /** Overrides the client ELASTICSEARCH_URL would give (tests pass a fake). */
+  elasticsearch?: ElasticsearchClient;
+};
+
+/** A progress reporter for stderr: a bar redrawn in place on a terminal, sparse lines when piped. */
+export function progressReporter(label: string, stream: NodeJS.WriteStream = process.stderr) {
+  const started = performance.now();
+  let lastTenth = -1;
+  return (done: number, total: number) => {
+    const fraction = total > 0 ? Math.min(1, done / total) : 1;
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    const counts = `${done.toLocaleString("en-US")}/${total.toLocaleString("en-US")} ${label} ${seconds}s`;
+    if (stream.isTTY) {
+      const width = 30;
+      const filled = Math.round(fraction * width);
+      stream.write(
+        `\r[${"#".repeat(filled)}${".".repeat(width - filled)}] ${Math.floor(fraction * 100)}% ${counts}`,
+      );
+      if (done >= total) stream.write("\n");
+      return;
+    }
+    const tenth = Math.floor(fraction * 10);
+    if (tenth === lastTenth) return;
+    lastTenth = tenth;
+    stream.write(`${Math.floor(fraction * 100)}% ${counts}\n`);
+  };
+}
+
+export async function runCli(
+  argv: string[],
+  out: (line: string) => void = console.log,
+  options: CliOptions = {},
+): Promise<number> {
   const [command, subcommand, ...rest] = argv;
   if (!command || command === "help" || command === "--help") {
     out(USAGE);
@@ -28,6 +70,7 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
   }
   const known =
     command === "migrate" ||
+    command === "reindex" ||
     (command === "clients" && ["create", "list", "revoke"].includes(subcommand ?? ""));
   if (!known) {
     out(`Unknown command: ${[command, subcommand].filter(Boolean).join(" ")}\n\n${USAGE}`);
@@ -41,6 +84,23 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
     await database.migrate();
     if (command === "migrate") {
       out(`migrations applied (${database.kind})`);
+      return 0;
+    }
+    if (command === "reindex") {
+      const elasticsearch =
+        options.elasticsearch ??
+        (config.elasticsearchUrl
+          ? // Bulk requests of a thousand documents take longer than the serving client's 2 s budget.
+            new ElasticsearchClient({ node: config.elasticsearchUrl, requestTimeout: 60_000, maxRetries: 3 })
+          : undefined);
+      if (elasticsearch && !options.elasticsearch) cleanups.push(() => elasticsearch.close());
+      const backend = elasticsearch
+        ? createElasticsearchSearch({ client: elasticsearch, logger, source: searchRepo(database) })
+        : createPostgresSearch(database);
+      const started = performance.now();
+      const { indexed } = await backend.reindexAll(options.progress ?? progressReporter("agents"));
+      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      out(`reindexed ${indexed} agents into ${backend.name} in ${seconds}s`);
       return 0;
     }
     const metrics = createMetrics({ collectProcessMetrics: false });

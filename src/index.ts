@@ -109,6 +109,13 @@ async function main() {
     logger.warn("redis not reachable at boot; serving from Postgres and in-process limits until it is");
   const app = createApp(deps);
   if (!process.env[WORKER_ENV]) await app.services.auth.bootstrapAdmin();
+  if (app.services.searchIndexer.external) {
+    // Elasticsearch down at boot is not fatal: searches use Postgres and writes queue in the outbox.
+    await (app.services.searchBackend as { ensureIndex?: () => Promise<void> })
+      .ensureIndex?.()
+      .catch((error: Error) => logger.warn({ err: error.message }, "search index not ready; using Postgres"));
+    app.services.searchIndexer.start();
+  }
 
   app.listen({
     port: config.port,
@@ -136,6 +143,8 @@ async function main() {
       await app.stop(false);
       // Elysia writes access-log lines just after each response; let the last ones run before closing.
       await new Promise((resolve) => setImmediate(resolve));
+      await app.services.searchIndexer.stop();
+      await deps.elasticsearch?.close();
       await database.close();
       await app.services.limiter.close();
       await deps.redis?.close();

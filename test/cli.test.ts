@@ -291,4 +291,40 @@ describe.if(Boolean(process.env.TEST_DATABASE_URL))("cli [postgres via DATABASE_
     expect((await t.request("/v1/clients", { token })).status).toBe(401);
     expect((await requestToken(t, created.clientId, created.clientSecret)).status).toBe(401);
   });
+
+  test("reindex rebuilds lost search documents, with progress and a final count", async () => {
+    const writer = await t.client(["agents:write"], "reindex writer");
+    for (const n of [1, 2, 3]) {
+      const res = await t.request("/v1/agents", {
+        method: "POST",
+        token: writer.token,
+        json: {
+          card: {
+            protocolVersion: "0.3.0",
+            name: `Reindex Agent ${n}`,
+            description: "Knows about quokkas.",
+            url: `https://reindex-${n}-${Date.now()}.example.com/a2a`,
+            version: "1.0.0",
+            capabilities: {},
+            defaultInputModes: ["text/plain"],
+            defaultOutputModes: ["text/plain"],
+            skills: [{ id: "s", name: "s", description: "s", tags: ["t"] }],
+          },
+        },
+      });
+      expect(res.status).toBe(201);
+    }
+    const found = async () =>
+      (await json<{ total: number }>(await t.request("/v1/search?q=quokkas&consistent=true"))).total;
+    expect(await found()).toBe(3);
+    await t.db.database.rows(sql`update agents set search_doc = null, facet_keys = '{}'`);
+    expect(await found()).toBe(0);
+
+    const result = await runCli(["reindex"], env());
+    expect(result.code, result.stdout + result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/^reindexed 3 agents into postgres in [\d.]+s$/m);
+    expect(result.stderr).toContain("100% 3/3 agents");
+    expect(await found()).toBe(3);
+    expect((await json<{ total: number }>(await t.request("/v1/search?tag=t"))).total).toBe(3);
+  });
 });

@@ -1,4 +1,4 @@
-import { type App, createApp, createDependencies } from "../../src/app";
+import { type App, createApp, createDependencies, type Dependencies } from "../../src/app";
 import { type Config, testConfig } from "../../src/config";
 import type { SafeFetchOptions } from "../../src/infra/http";
 import { createLogger } from "../../src/infra/logger";
@@ -31,6 +31,8 @@ export async function createTestApp(
     db?: TestDatabase;
     /** Redis URL: the app gets its own connections to it, closed with the app. */
     redisUrl?: string;
+    /** An Elasticsearch client (the tests' fake): search uses the Elasticsearch backend. */
+    elasticsearch?: Dependencies["elasticsearch"];
   } = {},
 ): Promise<TestApp> {
   // Suites that are not about rate limiting send far more than the production defaults allow.
@@ -46,6 +48,7 @@ export async function createTestApp(
     metrics: createMetrics({ collectProcessMetrics: false }),
     fetchOptions: options.fetchOptions,
     redis: options.redisUrl ? createRedisClients(options.redisUrl, createLogger("silent")) : undefined,
+    elasticsearch: options.elasticsearch,
   });
   if (deps.redis && !(await deps.redis.ready(5000)))
     throw new Error(`Redis at ${options.redisUrl} is unreachable`);
@@ -85,6 +88,7 @@ export async function createTestApp(
     client,
     close: async () => {
       if (app.server) await app.stop();
+      await app.services.searchIndexer.stop();
       await app.services.limiter.close();
       await deps.redis?.close();
       if (!options.db) await db.drop();

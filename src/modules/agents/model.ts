@@ -50,11 +50,8 @@ export const EntitlementParams = t.Object({
 
 const Filter = (description: string) => t.Optional(t.String({ minLength: 1, maxLength: 200, description }));
 
-export const ListQuery = t.Object({
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 20 })),
-  cursor: t.Optional(
-    t.String({ maxLength: 200, description: "Opaque cursor from a previous page's nextCursor" }),
-  ),
+/** Attribute filters shared by listing and search. */
+export const attributeFilters = {
   skill: Filter("Skill id or name (case-insensitive)"),
   tag: Filter("Skill tag (case-insensitive)"),
   inputMode: Filter("Media type the agent accepts, e.g. text/plain"),
@@ -63,6 +60,14 @@ export const ListQuery = t.Object({
   provider: Filter("Provider organization (case-insensitive)"),
   status: t.Optional(LiveStatus),
   health: t.Optional(Health),
+};
+
+export const ListQuery = t.Object({
+  limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 20 })),
+  cursor: t.Optional(
+    t.String({ maxLength: 200, description: "Opaque cursor from a previous page's nextCursor" }),
+  ),
+  ...attributeFilters,
   updatedSince: t.Optional(t.String({ format: "date-time" })),
 });
 export type ListFilters = typeof ListQuery.static;

@@ -2,7 +2,10 @@ import { and, arrayContains, desc, eq, gte, isNull, lt, type SQL, sql } from "dr
 import type { Database, Executor } from "../../infra/db/client";
 import { type AgentRow, agents, agentVersions, entitlements } from "../../infra/db/schema";
 import type { Caller } from "../auth/model";
+import type { SearchFilters } from "../search/model";
 import type { ListFilters } from "./model";
+
+type AgentFilters = Omit<ListFilters, "limit" | "cursor" | "updatedSince"> & Pick<SearchFilters, "signature">;
 
 export type AgentInsert = Omit<typeof agents.$inferInsert, "seq" | "searchDoc">;
 
@@ -19,13 +22,29 @@ export function visibleTo(caller: Caller): SQL | undefined {
 
 const nextSeq = sql`nextval('agent_seq')`;
 
-/** Weighted text for full-text search: name (A), skills and tags (B), description (C). */
-function searchDocument(values: { name: string; description: string; skills: string[]; tags: string[] }) {
-  const skillText = [...values.skills, ...values.tags].join(" ");
+type SqlValue = string | SQL;
+
+/**
+ * Weighted text for full-text search: name (A), skills and tags (B), description (C). Names, skills and
+ * tags use the `simple` configuration (no stemming: they are identifiers), descriptions `english`.
+ * Takes values or column expressions, so writes and a rebuild from columns share one definition.
+ */
+export function searchDocument(values: { name: SqlValue; description: SqlValue; skillText: SqlValue }) {
   return sql`setweight(to_tsvector('simple', ${values.name}), 'A') ||
-    setweight(to_tsvector('simple', ${skillText}), 'B') ||
+    setweight(to_tsvector('simple', ${values.skillText}), 'B') ||
     setweight(to_tsvector('english', ${values.description}), 'C')`;
 }
+
+const skillTextOf = (values: { skills: string[]; tags: string[] }) =>
+  [...values.skills, ...values.tags].join(" ");
+
+/** The search document rebuilt from a row's own columns (for reindexing). */
+export const searchDocumentFromColumns = () =>
+  searchDocument({
+    name: sql`${agents.name}`,
+    description: sql`${agents.description}`,
+    skillText: sql`array_to_string(${agents.skills} || ${agents.tags}, ' ')`,
+  });
 
 /** The single indexed array behind every skill/tag/mode filter; see agents.facetKeys. */
 export function facetKeysOf(values: {
@@ -40,6 +59,24 @@ export function facetKeysOf(values: {
     ...values.inputModes.map((v) => `in:${v}`),
     ...values.outputModes.map((v) => `out:${v}`),
   ];
+}
+
+/** The attribute filters shared by listing and search; case-insensitive like the stored facet values. */
+export function filterConditions(filters: AgentFilters): SQL[] {
+  const conditions: SQL[] = [];
+  const wanted: string[] = [];
+  if (filters.skill) wanted.push(`skill:${filters.skill.trim().toLowerCase()}`);
+  if (filters.tag) wanted.push(`tag:${filters.tag.trim().toLowerCase()}`);
+  if (filters.inputMode) wanted.push(`in:${filters.inputMode.trim().toLowerCase()}`);
+  if (filters.outputMode) wanted.push(`out:${filters.outputMode.trim().toLowerCase()}`);
+  if (wanted.length > 0) conditions.push(arrayContains(agents.facetKeys, wanted));
+  if (filters.streaming !== undefined) conditions.push(eq(agents.streaming, filters.streaming));
+  if (filters.provider)
+    conditions.push(sql`lower(${agents.provider}) = ${filters.provider.trim().toLowerCase()}`);
+  if (filters.status) conditions.push(eq(agents.status, filters.status));
+  if (filters.health) conditions.push(eq(agents.health, filters.health));
+  if (filters.signature) conditions.push(eq(agents.signature, filters.signature));
+  return conditions;
 }
 
 export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -120,8 +157,7 @@ export function agentsRepo(database: Database) {
           searchDoc: searchDocument({
             name: values.name,
             description: values.description ?? "",
-            skills: values.skills,
-            tags: values.tags,
+            skillText: skillTextOf(values),
           }),
         })
         .returning({ seq: agents.seq, createdAt: agents.createdAt, updatedAt: agents.updatedAt });
@@ -161,8 +197,7 @@ export function agentsRepo(database: Database) {
         changes.searchDoc = searchDocument({
           name: values.name,
           description: values.description ?? "",
-          skills: values.skills,
-          tags: values.tags,
+          skillText: skillTextOf({ skills: values.skills, tags: values.tags }),
         });
       const rows = await executor
         .update(agents)
@@ -213,17 +248,7 @@ export function agentsRepo(database: Database) {
     async list(caller: Caller, filters: ListFilters, afterSeq: number | undefined, limit: number) {
       const conditions: (SQL | undefined)[] = [isNull(agents.deletedAt), visibleTo(caller)];
       if (afterSeq !== undefined) conditions.push(lt(agents.seq, afterSeq));
-      const wanted: string[] = [];
-      if (filters.skill) wanted.push(`skill:${filters.skill.trim().toLowerCase()}`);
-      if (filters.tag) wanted.push(`tag:${filters.tag.trim().toLowerCase()}`);
-      if (filters.inputMode) wanted.push(`in:${filters.inputMode.trim().toLowerCase()}`);
-      if (filters.outputMode) wanted.push(`out:${filters.outputMode.trim().toLowerCase()}`);
-      if (wanted.length > 0) conditions.push(arrayContains(agents.facetKeys, wanted));
-      if (filters.streaming !== undefined) conditions.push(eq(agents.streaming, filters.streaming));
-      if (filters.provider)
-        conditions.push(sql`lower(${agents.provider}) = ${filters.provider.trim().toLowerCase()}`);
-      if (filters.status) conditions.push(eq(agents.status, filters.status));
-      if (filters.health) conditions.push(eq(agents.health, filters.health));
+      conditions.push(...filterConditions(filters));
       if (filters.updatedSince) conditions.push(gte(agents.updatedAt, new Date(filters.updatedSince)));
       return db
         .select()

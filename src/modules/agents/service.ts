@@ -25,7 +25,16 @@ export type AgentsDeps = {
   logger: Logger;
   /** Overridable in tests (DNS stubs); production uses the real resolver. */
   fetchOptions?: Partial<SafeFetchOptions>;
+  /** Keeps an external search index in step: queue inside the transaction, index after commit. */
+  searchIndex?: SearchIndexHook;
 };
+
+export type SearchIndexHook = {
+  enqueue(ids: string[], executor: Executor): Promise<void>;
+  changed(ids: string[]): Promise<void>;
+};
+
+const noSearchIndex: SearchIndexHook = { enqueue: async () => {}, changed: async () => {} };
 
 /** Facts about the request that writes record in the audit log. */
 export type WriteContext = { caller: Caller; requestId: string; ip: string | null };
@@ -56,7 +65,7 @@ export function canSee(agent: SerializedAgent, caller: Caller): boolean {
 const sha256Hex = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
 
 /** The record's JSON text, with the card embedded as its published text (key order and spelling kept). */
-export function recordBody(row: AgentRow, registryId: string): string {
+export function recordBody(row: Omit<AgentRow, "card" | "searchDoc">, registryId: string): string {
   const federated = row.originRegistry !== null;
   const head = JSON.stringify({
     id: row.id,
@@ -131,6 +140,7 @@ type CardInput = { card: unknown; cardText: string; cardUrl: string | null };
 
 export function createAgentsService(deps: AgentsDeps) {
   const { config, database, audit, metrics, cache, logger } = deps;
+  const searchIndex = deps.searchIndex ?? noSearchIndex;
   const repo = agentsRepo(database);
   const clients = clientsRepo(database.db);
   const fetchOptions: SafeFetchOptions = {
@@ -284,6 +294,7 @@ export function createAgentsService(deps: AgentsDeps) {
             tx,
           ),
           repo.insertVersion(versionRow(id, analysis.version, card, hash), tx),
+          searchIndex.enqueue([id], tx),
           audit.record(
             {
               actor: owner,
@@ -302,6 +313,7 @@ export function createAgentsService(deps: AgentsDeps) {
       wrote("created");
       const agent = serializeAgent(row, config.registryId, []);
       await cache.write(agent.id, agent);
+      await searchIndex.changed([id]);
       return agent;
     } catch (error) {
       if (isUrlConflict(error))
@@ -340,6 +352,7 @@ export function createAgentsService(deps: AgentsDeps) {
           tx,
         );
         if (!existing) await repo.insertVersion(versionRow(id, analysis.version, card, hash), tx);
+        await searchIndex.enqueue([id], tx);
         await audit.record(
           {
             actor: actorOf(ctx.caller),
@@ -358,6 +371,7 @@ export function createAgentsService(deps: AgentsDeps) {
       wrote("updated");
       const agent = serializeAgent(result.row, config.registryId, result.entitled);
       await cache.write(id, agent);
+      await searchIndex.changed([id]);
       return agent;
     } catch (error) {
       if (isUrlConflict(error))
@@ -377,6 +391,7 @@ export function createAgentsService(deps: AgentsDeps) {
         changes.visibility = input.visibility;
       if (Object.keys(changes).length === 0) return null;
       const updated = await repo.update(id, changes, tx);
+      await searchIndex.enqueue([id], tx);
       const statusChanged = changes.status !== undefined || changes.statusMessage !== undefined;
       await audit.record(
         {
@@ -407,6 +422,7 @@ export function createAgentsService(deps: AgentsDeps) {
     if (result === null) return getFresh(id);
     const agent = serializeAgent(result.row, config.registryId, result.entitled);
     await cache.write(id, agent);
+    await searchIndex.changed([id]);
     return agent;
   }
 
@@ -414,6 +430,7 @@ export function createAgentsService(deps: AgentsDeps) {
     const deleted = await database.db.transaction(async (tx) => {
       const current = await loadForWrite(id, ctx.caller, tx);
       const row = await repo.markDeleted(id, tx);
+      await searchIndex.enqueue([id], tx);
       await audit.record(
         {
           actor: actorOf(ctx.caller),
@@ -430,6 +447,7 @@ export function createAgentsService(deps: AgentsDeps) {
     });
     wrote("deleted");
     await cache.remove(id, deleted.seq);
+    await searchIndex.changed([id]);
   }
 
   /**
@@ -446,6 +464,9 @@ export function createAgentsService(deps: AgentsDeps) {
       if (row.deletedAt) await cache.remove(id, row.seq);
       else await cache.write(id, serializeAgent(row, config.registryId, await repo.entitledClients(id)));
     }
+    // The writer's transaction has committed: queue, then index, so a failure still leaves it queued.
+    await searchIndex.enqueue(ids, database.db);
+    await searchIndex.changed(ids);
   }
 
   /** The record as Postgres has it now, for the cache to fill from; null when absent or deleted. */
@@ -521,6 +542,7 @@ export function createAgentsService(deps: AgentsDeps) {
       if (!changed) return null;
       // What this client may see changed: the change feed must carry the agent again.
       const row = await repo.touch(id, tx);
+      await searchIndex.enqueue([id], tx);
       await audit.record(
         {
           actor: actorOf(ctx.caller),
@@ -535,7 +557,9 @@ export function createAgentsService(deps: AgentsDeps) {
       );
       return { row, entitled: await repo.entitledClients(id, tx) };
     });
-    if (touched) await cache.write(id, serializeAgent(touched.row, config.registryId, touched.entitled));
+    if (!touched) return;
+    await cache.write(id, serializeAgent(touched.row, config.registryId, touched.entitled));
+    await searchIndex.changed([id]);
   }
 
   async function publicIndex(cursor: string | undefined, limit: number) {

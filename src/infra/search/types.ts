@@ -1,0 +1,61 @@
+import type { Caller } from "../../modules/auth/model";
+import type { FacetCounts, SearchFilters } from "../../modules/search/model";
+import type { DependencyCheck } from "../../modules/ops/model";
+import type { AgentRow } from "../db/schema";
+
+export type SearchBackendName = "postgres" | "elasticsearch";
+
+/** Keyset position: the last hit's sort values (score, then seq, both descending). */
+export type SearchAfter = { score: number; seq: number };
+
+export type BackendQuery = {
+  /** Normalised free text; empty means "everything the filters select", newest first. */
+  text: string;
+  filters: SearchFilters;
+  caller: Caller;
+  limit: number;
+  after?: SearchAfter;
+  /** Compute total and facets (they cost a pass over every match). */
+  withFacets: boolean;
+  /** Read-your-writes: no remembered counts either. */
+  consistent?: boolean;
+};
+
+/** What the record of a hit is built from: every column but the card JSON and the search document. */
+export type SearchRow = Omit<AgentRow, "card" | "searchDoc">;
+
+export type SearchHit = {
+  id: string;
+  score: number;
+  seq: number;
+  /** Present when the backend already read the row (Postgres); otherwise the service loads it. */
+  row?: SearchRow;
+};
+
+export type SearchPage = {
+  hits: SearchHit[];
+  /** Whether more hits follow the page (the backend fetched one more than asked). */
+  hasMore: boolean;
+  total: number;
+  facets: FacetCounts;
+};
+
+/** One agent's state to put in an external index; `row` absent or deleted means remove it. */
+export type IndexChange = { id: string; row?: AgentRow; entitled: string[] };
+
+export type ReindexProgress = (done: number, total: number) => void;
+
+export interface SearchBackend {
+  readonly name: SearchBackendName;
+  search(query: BackendQuery): Promise<SearchPage>;
+  /** Brings the index up to the given states. Postgres indexes in the writing transaction: no-op there. */
+  index(changes: IndexChange[]): Promise<void>;
+  health(): Promise<DependencyCheck>;
+  /** Rebuilds the whole index from Postgres, swapping it in atomically where the backend can. */
+  reindexAll(progress?: ReindexProgress): Promise<{ indexed: number }>;
+  /** Makes everything indexed so far visible to the next search (read-your-writes). */
+  refresh(): Promise<void>;
+}
+
+/** Top values per facet in a response: enough for a filter panel, bounded for huge corpora. */
+export const FACET_SIZE = 50;
