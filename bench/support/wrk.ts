@@ -10,6 +10,7 @@ export type WrkResult = {
   meanMs: number;
   p50Ms: number;
   p90Ms: number;
+  p95Ms: number;
   p99Ms: number;
   maxMs: number;
   /** Responses with a status above 399 (wrk's own count). */
@@ -25,6 +26,7 @@ type DoneLine = {
   meanUs: number;
   p50Us: number;
   p90Us: number;
+  p95Us: number;
   p99Us: number;
   maxUs: number;
   errors: WrkResult["errors"];
@@ -85,6 +87,7 @@ export async function runWrk(options: WrkOptions): Promise<WrkResult> {
     meanMs: done.meanUs / 1000,
     p50Ms: done.p50Us / 1000,
     p90Ms: done.p90Us / 1000,
+    p95Ms: done.p95Us / 1000,
     p99Ms: done.p99Us / 1000,
     maxMs: done.maxUs / 1000,
     statusErrors: status,

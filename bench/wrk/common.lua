@@ -40,9 +40,9 @@ function M.done(summary, latency, _)
   local e = summary.errors
   io.write(string.format(
     '@@BENCH@@ {"requests":%.0f,"durationUs":%.0f,"bytes":%.0f,"meanUs":%.1f,"p50Us":%.0f,"p90Us":%.0f,' ..
-      '"p99Us":%.0f,"maxUs":%.0f,"errors":{"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f}}\n',
+      '"p95Us":%.0f,"p99Us":%.0f,"maxUs":%.0f,"errors":{"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f}}\n',
     summary.requests, summary.duration, summary.bytes, latency.mean, latency:percentile(50),
-    latency:percentile(90), latency:percentile(99), latency.max,
+    latency:percentile(90), latency:percentile(95), latency:percentile(99), latency.max,
     e.connect, e.read, e.write, e.status, e.timeout))
 end
 
