@@ -1,0 +1,327 @@
+/**
+ * A peer's change feed page, checked and turned into rows to write. Runs in the sync worker thread, so
+ * the CPU work (parsing, card analysis, hashing) stays off the thread that serves HTTP.
+ *
+ * Nothing from a peer is trusted: the page must have the contract's shape, seqs must move forward,
+ * every record must name one registry (not this one) and its own id, and each card is analysed with the
+ * same rules as a local publish. A malformed page fails the run (the peer is marked failed and retried
+ * with backoff); a single record this registry cannot accept (its card fails our validation, or it is
+ * itself a federated copy) is skipped and counted, so one bad agent cannot stall a peer forever.
+ */
+import { analyzeCard, cardHash } from "../agents/card";
+import { facetKeysOf } from "../agents/repo";
+
+export class FeedFormatError extends Error {
+  override name = "FeedFormatError";
+}
+
+/** Columns of a federated copy as the peer describes it (ids, seq and search text are added on write). */
+export type CopyColumns = {
+  name: string;
+  description: string;
+  url: string;
+  visibility: "public" | "private";
+  status: "active" | "deprecated";
+  statusMessage: string | null;
+  generation: "1.0" | "0.3" | "0.2";
+  protocolVersion: string | null;
+  latestVersion: string;
+  cardRaw: string;
+  cardHash: string;
+  skills: string[];
+  tags: string[];
+  inputModes: string[];
+  outputModes: string[];
+  facetKeys: string[];
+  streaming: boolean;
+  provider: string | null;
+  signature: "none" | "valid" | "invalid";
+  health: "unknown" | "up" | "down";
+  checkedAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+};
+
+export type PreparedUpsert = { seq: number; originId: string; columns: CopyColumns };
+export type Skipped = { originId: string; reason: string };
+
+export type PreparedPage = {
+  since: number;
+  nextSince: number;
+  hasMore: boolean;
+  /** The registry every record in the page comes from; null when the page carries no records. */
+  registry: string | null;
+  upserts: PreparedUpsert[];
+  /** Origin ids to remove (tombstones, and records skipped: a copy must not outlive what it copied). */
+  deletes: string[];
+  skipped: Skipped[];
+  /** Changes in the page as sent. */
+  changes: number;
+};
+
+const REGISTRY_ID = /^[A-Za-z0-9._:-]{1,100}$/;
+const MAX_ID = 200;
+
+/** A stable id for the copy of (registry, originId): a name-based UUID (version 8) from SHA-256. */
+export function copyId(registry: string, originId: string): string {
+  const digest = new Bun.CryptoHasher("sha256").update(`${registry}\n${originId}`).digest();
+  const b = new Uint8Array(digest.buffer, digest.byteOffset, 16);
+  b[6] = (b[6]! & 0x0f) | 0x80;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const hex = Buffer.from(b).toString("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Raw spans: the card's exact text inside the page, so the copy serves the publisher's bytes.
+// ---------------------------------------------------------------------------------------------------
+
+const isSpace = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
+
+/** Index just past the JSON value starting at `i` (text already accepted by JSON.parse). */
+function skipValue(text: string, start: number): number {
+  let i = start;
+  const n = text.length;
+  const first = text.charCodeAt(i);
+  if (first === 0x22) {
+    i++;
+    while (i < n) {
+      const c = text.charCodeAt(i);
+      if (c === 0x5c) i += 2;
+      else if (c === 0x22) return i + 1;
+      else i++;
+    }
+    return n;
+  }
+  if (first === 0x7b || first === 0x5b) {
+    let depth = 0;
+    while (i < n) {
+      const c = text.charCodeAt(i);
+      if (c === 0x22) {
+        i = skipValue(text, i);
+        continue;
+      }
+      if (c === 0x7b || c === 0x5b) depth++;
+      else if (c === 0x7d || c === 0x5d) {
+        depth--;
+        if (depth === 0) return i + 1;
+      }
+      i++;
+    }
+    return n;
+  }
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x2c || c === 0x7d || c === 0x5d || isSpace(c)) break;
+    i++;
+  }
+  return i;
+}
+
+function skipSpace(text: string, start: number) {
+  let i = start;
+  while (i < text.length && isSpace(text.charCodeAt(i))) i++;
+  return i;
+}
+
+/** [start, end) of each member value of the object at `start`, by key (the last duplicate wins). */
+function memberSpans(text: string, start: number): Map<string, [number, number]> {
+  const spans = new Map<string, [number, number]>();
+  let i = skipSpace(text, start);
+  if (text.charCodeAt(i) !== 0x7b) return spans;
+  i = skipSpace(text, i + 1);
+  while (i < text.length && text.charCodeAt(i) === 0x22) {
+    const keyEnd = skipValue(text, i);
+    const key = JSON.parse(text.slice(i, keyEnd)) as string;
+    i = skipSpace(text, keyEnd);
+    if (text.charCodeAt(i) !== 0x3a) break;
+    i = skipSpace(text, i + 1);
+    const valueEnd = skipValue(text, i);
+    spans.set(key, [i, valueEnd]);
+    i = skipSpace(text, valueEnd);
+    if (text.charCodeAt(i) === 0x2c) i = skipSpace(text, i + 1);
+  }
+  return spans;
+}
+
+/** [start, end) of each element of the array at `start`. */
+function elementSpans(text: string, start: number): Array<[number, number]> {
+  const spans: Array<[number, number]> = [];
+  let i = skipSpace(text, start);
+  if (text.charCodeAt(i) !== 0x5b) return spans;
+  i = skipSpace(text, i + 1);
+  while (i < text.length && text.charCodeAt(i) !== 0x5d) {
+    const end = skipValue(text, i);
+    spans.push([i, end]);
+    i = skipSpace(text, end);
+    if (text.charCodeAt(i) === 0x2c) i = skipSpace(text, i + 1);
+    else break;
+  }
+  return spans;
+}
+
+/** The exact text of changes[k].agent.card for every change (undefined where there is none). */
+export function cardTexts(pageText: string): Array<string | undefined> {
+  const changes = memberSpans(pageText, 0).get("changes");
+  if (!changes) return [];
+  return elementSpans(pageText, changes[0]).map(([start]) => {
+    const agent = memberSpans(pageText, start).get("agent");
+    if (!agent) return undefined;
+    const card = memberSpans(pageText, agent[0]).get("card");
+    return card ? pageText.slice(card[0], card[1]) : undefined;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Checking and preparing
+// ---------------------------------------------------------------------------------------------------
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+function isoOr(value: unknown, fallback: string | null): string | null {
+  if (typeof value !== "string") return fallback;
+  const time = Date.parse(value);
+  return Number.isNaN(time) ? fallback : new Date(time).toISOString();
+}
+
+function oneOf<T extends string>(value: unknown, allowed: readonly T[]): T | undefined {
+  return allowed.includes(value as T) ? (value as T) : undefined;
+}
+
+/**
+ * Checks a page of a peer's feed read with `since` and prepares its rows. Throws FeedFormatError for a
+ * page that breaks the contract. `ownRegistryId` guards against a peer serving this registry's own id.
+ */
+export function preparePage(text: string, since: number, ownRegistryId: string): PreparedPage {
+  let page: unknown;
+  try {
+    page = JSON.parse(text);
+  } catch {
+    throw new FeedFormatError(`the feed page is not JSON (starts with ${JSON.stringify(text.slice(0, 40))})`);
+  }
+  if (!isObject(page) || !Array.isArray(page.changes))
+    throw new FeedFormatError("the feed page has no changes array");
+  const { changes, nextSince, hasMore } = page;
+  if (!isSeq(nextSince)) throw new FeedFormatError("the feed page has no valid nextSince");
+  if (typeof hasMore !== "boolean") throw new FeedFormatError("the feed page has no hasMore flag");
+  if (nextSince < since) throw new FeedFormatError(`nextSince ${nextSince} goes back before since ${since}`);
+  if (hasMore && nextSince === since)
+    throw new FeedFormatError("the feed says it has more but its cursor did not move");
+
+  const raw = changes.some((c) => isObject(c) && c.op === "upsert") ? cardTexts(text) : [];
+  const byOrigin = new Map<string, PreparedUpsert | { seq: number; deleted: true; reason?: string }>();
+  let registry: string | null = null;
+  let previous = since;
+  for (const [index, change] of changes.entries()) {
+    const where = `changes[${index}]`;
+    if (!isObject(change)) throw new FeedFormatError(`${where} is not an object`);
+    const { seq, op, id } = change;
+    if (!isSeq(seq) || seq <= previous || seq > nextSince)
+      throw new FeedFormatError(`${where}.seq must increase, above since and up to nextSince`);
+    previous = seq;
+    if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID)
+      throw new FeedFormatError(`${where}.id is not an id`);
+    if (op === "delete") {
+      byOrigin.set(id, { seq, deleted: true });
+      continue;
+    }
+    if (op !== "upsert") throw new FeedFormatError(`${where}.op must be upsert or delete`);
+    const agent = change.agent;
+    if (!isObject(agent) || !isObject(agent.source))
+      throw new FeedFormatError(`${where}.agent is not an agent record`);
+    const source = agent.source;
+    if (typeof source.registry !== "string" || !REGISTRY_ID.test(source.registry))
+      throw new FeedFormatError(`${where}.agent.source.registry is not a registry id`);
+    if (source.registry === ownRegistryId)
+      throw new FeedFormatError(
+        `the peer serves agents as registry "${ownRegistryId}", which is this registry's own id`,
+      );
+    if (registry !== null && registry !== source.registry)
+      throw new FeedFormatError(`the page mixes registries "${registry}" and "${source.registry}"`);
+    registry = source.registry;
+    if (agent.id !== id || source.originId !== id)
+      throw new FeedFormatError(`${where}: the record's id and source.originId must equal the change id`);
+    if (source.federated !== false) {
+      // A peer must not re-export copies it holds (that is how loops and shadowed names start).
+      byOrigin.set(id, { seq, deleted: true, reason: "the peer re-exported a federated copy" });
+      continue;
+    }
+    const skip = (reason: string) => byOrigin.set(id, { seq, deleted: true, reason });
+    const status = agent.status === "deleted" ? "deleted" : oneOf(agent.status, ["active", "deprecated"]);
+    const visibility = oneOf(agent.visibility, ["public", "private"] as const);
+    if (status === undefined || visibility === undefined)
+      throw new FeedFormatError(`${where}.agent has no valid status or visibility`);
+    if (status === "deleted") {
+      byOrigin.set(id, { seq, deleted: true });
+      continue;
+    }
+    const card = agent.card;
+    if (!isObject(card)) {
+      skip("the record has no card");
+      continue;
+    }
+    const analysis = analyzeCard(card);
+    if (!analysis.ok) {
+      skip(
+        `its card fails this registry's validation: ${analysis.errors
+          .slice(0, 2)
+          .map((e) => `${e.path || "/"} ${e.message}`)
+          .join("; ")}`,
+      );
+      continue;
+    }
+    const cardRaw = raw[index]?.trim() || JSON.stringify(card);
+    const now = new Date().toISOString();
+    const facets = analysis.facets;
+    byOrigin.set(id, {
+      seq,
+      originId: id,
+      columns: {
+        name: analysis.name,
+        description: analysis.description,
+        url: analysis.primaryUrl,
+        visibility,
+        status,
+        statusMessage: typeof agent.statusMessage === "string" ? agent.statusMessage.slice(0, 500) : null,
+        generation: analysis.generation,
+        protocolVersion: analysis.protocolVersion,
+        latestVersion: analysis.version,
+        cardRaw,
+        cardHash: cardHash(card),
+        skills: facets.skills,
+        tags: facets.tags,
+        inputModes: facets.inputModes,
+        outputModes: facets.outputModes,
+        facetKeys: facetKeysOf(facets),
+        streaming: facets.streaming,
+        provider: facets.provider,
+        signature: oneOf(agent.signature, ["none", "valid", "invalid"] as const) ?? "none",
+        health: oneOf(agent.health, ["unknown", "up", "down"] as const) ?? "unknown",
+        checkedAt: isoOr(agent.checkedAt, null),
+        createdAt: isoOr(agent.createdAt, now)!,
+        updatedAt: isoOr(agent.updatedAt, now)!,
+      },
+    });
+  }
+
+  const prepared: PreparedPage = {
+    since,
+    nextSince,
+    hasMore,
+    registry,
+    upserts: [],
+    deletes: [],
+    skipped: [],
+    changes: changes.length,
+  };
+  for (const [originId, entry] of byOrigin) {
+    if ("columns" in entry) prepared.upserts.push(entry);
+    else {
+      prepared.deletes.push(originId);
+      if (entry.reason) prepared.skipped.push({ originId, reason: entry.reason });
+    }
+  }
+  return prepared;
+}

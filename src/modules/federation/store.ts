@@ -1,0 +1,465 @@
+/**
+ * Everything the sync engine reads and writes in the database, behind one interface whose arguments and
+ * results cross a thread boundary unchanged (structured clone).
+ *
+ * Where it runs. On Postgres the sync worker thread opens its own small pool and runs this store
+ * itself (plus one dedicated connection for the per-peer session advisory locks). Embedded PGlite is a
+ * single in-process database that one thread owns, so there the worker does the network side and the
+ * CPU-heavy preparation, and calls this store in the main thread through messages (see rpc.ts).
+ *
+ * Exactly once. A page is applied in one transaction that locks the peer row, checks that the peer's
+ * cursor is still the `since` the page was read from, writes the copies and advances the cursor. A
+ * crash before commit leaves nothing applied and the page is read again; a second instance that got
+ * the same page (a lost advisory lock, say) finds the cursor moved and applies nothing.
+ */
+import { and, eq, getTableColumns, inArray, isNull, lt, sql } from "drizzle-orm";
+import postgres from "postgres";
+import type { Config } from "../../config";
+import type { Database } from "../../infra/db/client";
+import { agents, agentVersions, peerSyncs, peers } from "../../infra/db/schema";
+import { searchDocument } from "../agents/repo";
+import { decryptSecret } from "./crypto";
+import { copyId, FeedFormatError, type PreparedPage } from "./page";
+
+/** The advisory lock space of per-peer sync locks: (PEER_LOCK_CLASS, hashtext(peer id)). */
+export const PEER_LOCK_CLASS = 727_420_006;
+
+/** How a copy is retired: a tombstone at a new seq, like any delete (caches and search follow it). */
+export const RETIRED = {
+  status: "deleted",
+  deletedAt: sql`now()`,
+  updatedAt: sql`now()`,
+  seq: sql`nextval('agent_seq')`,
+} as const;
+
+export type PeerTask = { id: string; name: string; nextSyncAt: number };
+
+export type RunPeer = {
+  id: string;
+  name: string;
+  baseUrl: string;
+  clientId: string;
+  clientSecret: string;
+  registryId: string | null;
+  lastSeq: number;
+  resnapshotFrom: number | null;
+  intervalSeconds: number;
+  failures: number;
+  previousStatus: "never" | "running" | "success" | "failed";
+};
+
+export type ApplyResult = { added: number; updated: number; removed: number; changedIds: string[] };
+
+export type FinishInput = {
+  peerId: string;
+  syncId: number;
+  status: "success" | "failed" | "aborted";
+  error: string | null;
+  lagChanges: number;
+  /** When to sync next, from now; null leaves the schedule as another instance set it. */
+  nextSyncInMs: number | null;
+  previousStatus: RunPeer["previousStatus"];
+};
+
+/** Errors the engine tells apart by `code` (kept when they cross the thread boundary). */
+export class StoreError extends Error {
+  constructor(
+    readonly code: "PEER_GONE" | "CURSOR_MOVED" | "REGISTRY_CONFLICT" | "SECRET",
+    message: string,
+  ) {
+    super(message);
+    this.name = "StoreError";
+  }
+}
+
+export interface SyncStore {
+  /** Enabled peers and when each is due. */
+  schedule(): Promise<PeerTask[]>;
+  /** Whether this instance may sync the peer now (no other instance holds it). */
+  tryLock(peerId: string): Promise<boolean>;
+  unlock(peerId: string): Promise<void>;
+  /** Re-reads the peer under its row lock: null when it is gone, disabled or no longer due. */
+  beginRun(peerId: string, instance: string): Promise<{ syncId: number; peer: RunPeer } | null>;
+  /** After 410 CURSOR_EXPIRED: cursor back to 0, remembering where this snapshot starts. */
+  startResnapshot(peerId: string): Promise<void>;
+  applyPage(peerId: string, syncId: number, page: PreparedPage): Promise<ApplyResult>;
+  finishRun(input: FinishInput): Promise<void>;
+  close(): Promise<void>;
+}
+
+const COPY_COLUMNS = [
+  "name",
+  "description",
+  "url",
+  "visibility",
+  "status",
+  "status_message",
+  "generation",
+  "protocol_version",
+  "latest_version",
+  "card",
+  "card_raw",
+  "card_hash",
+  "skills",
+  "tags",
+  "input_modes",
+  "output_modes",
+  "facet_keys",
+  "streaming",
+  "provider",
+  "signature",
+  "health",
+  "checked_at",
+  "created_at",
+  "updated_at",
+  "deleted_at",
+  "seq",
+  "search_doc",
+] as const;
+
+/** `excluded.<column>` for every copy column: an upsert takes all of them from the incoming row. */
+const takeIncoming = Object.fromEntries(
+  Object.entries(getTableColumns(agents))
+    .filter(([, column]) => (COPY_COLUMNS as readonly string[]).includes(column.name))
+    .map(([key, column]) => [key, sql.raw(`excluded."${column.name}"`)]),
+);
+
+export function createSyncStore(deps: {
+  config: Config;
+  database: Database;
+  /** Postgres: a URL for the dedicated lock connection. Absent (PGlite): locks are kept in memory. */
+  lockUrl?: string;
+}): SyncStore {
+  const { config, database } = deps;
+  const { db } = database;
+  const defaultInterval = config.federationIntervalSeconds;
+
+  const lockConnection = deps.lockUrl
+    ? postgres(deps.lockUrl, {
+        max: 1,
+        // Never recycled while idle or by age: the session holds the locks.
+        idle_timeout: 0,
+        max_lifetime: 0,
+        connect_timeout: 5,
+        onnotice: () => {},
+      })
+    : undefined;
+  const localLocks = new Set<string>();
+
+  async function tryLock(peerId: string) {
+    if (!lockConnection) {
+      if (localLocks.has(peerId)) return false;
+      localLocks.add(peerId);
+      return true;
+    }
+    const rows = await lockConnection<{ ok: boolean }[]>`
+      select pg_try_advisory_lock(${PEER_LOCK_CLASS}, hashtext(${peerId})) as ok`;
+    return rows[0]?.ok === true;
+  }
+
+  async function unlock(peerId: string) {
+    if (!lockConnection) {
+      localLocks.delete(peerId);
+      return;
+    }
+    await lockConnection`select pg_advisory_unlock(${PEER_LOCK_CLASS}, hashtext(${peerId}))`;
+  }
+
+  async function schedule(): Promise<PeerTask[]> {
+    const rows = await db
+      .select({ id: peers.id, name: peers.name, nextSyncAt: peers.nextSyncAt })
+      .from(peers)
+      .where(eq(peers.enabled, true))
+      .orderBy(peers.nextSyncAt);
+    return rows.map((r) => ({ id: r.id, name: r.name, nextSyncAt: r.nextSyncAt.getTime() }));
+  }
+
+  async function beginRun(peerId: string, instance: string) {
+    const begun = await db.transaction(async (tx) => {
+      const [row] = await tx
+        .select({
+          peer: peers,
+          due: sql<boolean>`${peers.nextSyncAt} <= now()`,
+        })
+        .from(peers)
+        .where(eq(peers.id, peerId))
+        .for("update");
+      if (!row?.peer.enabled || !row.due) return null;
+      // A run left "running" was cut short by a process that died; it is over now.
+      await tx
+        .update(peerSyncs)
+        .set({
+          status: "aborted",
+          finishedAt: sql`now()`,
+          error: "interrupted: the process running it stopped",
+        })
+        .where(and(eq(peerSyncs.peerId, peerId), eq(peerSyncs.status, "running")));
+      const [sync] = await tx
+        .insert(peerSyncs)
+        .values({ peerId, status: "running", fromSeq: row.peer.lastSeq, instance })
+        .returning({ id: peerSyncs.id });
+      await tx.update(peers).set({ lastStatus: "running" }).where(eq(peers.id, peerId));
+      return { syncId: sync!.id, peer: row.peer };
+    });
+    if (!begun) return null;
+    const p = begun.peer;
+    let clientSecret: string;
+    try {
+      clientSecret = await decryptSecret(config.secretKey, p.id, p.clientSecretEnc);
+    } catch (error) {
+      await finishRun({
+        peerId,
+        syncId: begun.syncId,
+        status: "failed",
+        error: (error as Error).message,
+        lagChanges: p.lagChanges,
+        nextSyncInMs: config.federation.maxBackoffSeconds * 1000,
+        previousStatus: p.lastStatus,
+      });
+      throw new StoreError("SECRET", (error as Error).message);
+    }
+    return {
+      syncId: begun.syncId,
+      peer: {
+        id: p.id,
+        name: p.name,
+        baseUrl: p.baseUrl,
+        clientId: p.clientId,
+        clientSecret,
+        registryId: p.registryId,
+        lastSeq: p.lastSeq,
+        resnapshotFrom: p.resnapshotFrom,
+        intervalSeconds: p.intervalS ?? defaultInterval,
+        failures: p.failures,
+        previousStatus: p.lastStatus,
+      } satisfies RunPeer,
+    };
+  }
+
+  async function startResnapshot(peerId: string) {
+    await database.rows(
+      sql`update peers set last_seq = 0, resnapshot_from = nextval('agent_seq') where id = ${peerId}`,
+    );
+  }
+
+  async function applyPage(peerId: string, syncId: number, page: PreparedPage): Promise<ApplyResult> {
+    return db.transaction(async (tx) => {
+      const [peer] = await tx
+        .select({
+          lastSeq: peers.lastSeq,
+          registryId: peers.registryId,
+          resnapshotFrom: peers.resnapshotFrom,
+        })
+        .from(peers)
+        .where(eq(peers.id, peerId))
+        .for("update");
+      if (!peer) throw new StoreError("PEER_GONE", "the peer was removed");
+      if (peer.lastSeq !== page.since)
+        throw new StoreError(
+          "CURSOR_MOVED",
+          `the peer's cursor moved to ${peer.lastSeq} (expected ${page.since}): another run applied it`,
+        );
+      let registry = peer.registryId;
+      if (page.registry !== null && registry !== page.registry) {
+        if (registry !== null)
+          throw new FeedFormatError(
+            `the peer now serves agents as registry "${page.registry}"; it was "${registry}" (remove and add it again if that is intended)`,
+          );
+        const [claimed] = await tx
+          .select({ name: peers.name })
+          .from(peers)
+          .where(and(eq(peers.registryId, page.registry), sql`${peers.id} <> ${peerId}`));
+        if (claimed)
+          throw new StoreError(
+            "REGISTRY_CONFLICT",
+            `registry "${page.registry}" is already synced through peer "${claimed.name}"`,
+          );
+        registry = page.registry;
+        await tx.update(peers).set({ registryId: registry }).where(eq(peers.id, peerId));
+      }
+
+      let added = 0;
+      let updated = 0;
+      let removed = 0;
+      const changedIds: string[] = [];
+      if (registry !== null) {
+        const origins = [...page.upserts.map((u) => u.originId), ...page.deletes];
+        const live = new Map<string, boolean>();
+        if (origins.length > 0) {
+          const existing = await tx
+            .select({ originId: agents.originId, live: sql<boolean>`${agents.deletedAt} is null` })
+            .from(agents)
+            .where(and(eq(agents.originRegistry, registry), inArray(agents.originId, origins)));
+          for (const e of existing) live.set(e.originId!, e.live);
+        }
+        if (page.upserts.length > 0) {
+          const reg = registry;
+          const values = page.upserts.map(({ originId, columns: c }) => ({
+            id: copyId(reg, originId),
+            owner: null,
+            name: c.name,
+            description: c.description,
+            url: c.url,
+            cardUrl: null,
+            visibility: c.visibility,
+            status: c.status,
+            statusMessage: c.statusMessage,
+            generation: c.generation,
+            protocolVersion: c.protocolVersion,
+            latestVersion: c.latestVersion,
+            card: sql`${c.cardRaw}::jsonb`,
+            cardRaw: c.cardRaw,
+            cardHash: c.cardHash,
+            skills: c.skills,
+            tags: c.tags,
+            inputModes: c.inputModes,
+            outputModes: c.outputModes,
+            facetKeys: c.facetKeys,
+            streaming: c.streaming,
+            provider: c.provider,
+            signature: c.signature,
+            health: c.health,
+            checkedAt: c.checkedAt ? new Date(c.checkedAt) : null,
+            originRegistry: reg,
+            originId,
+            seq: sql`nextval('agent_seq')`,
+            createdAt: new Date(c.createdAt),
+            updatedAt: new Date(c.updatedAt),
+            deletedAt: null,
+            searchDoc: searchDocument({
+              name: c.name,
+              description: c.description,
+              skillText: [...c.skills, ...c.tags].join(" "),
+            }),
+          }));
+          await tx
+            .insert(agents)
+            .values(values as never)
+            .onConflictDoUpdate({
+              target: [agents.originRegistry, agents.originId],
+              targetWhere: sql`${agents.originRegistry} is not null`,
+              set: takeIncoming as never,
+            });
+          await tx
+            .insert(agentVersions)
+            .values(
+              page.upserts.map(({ originId, columns: c }) => ({
+                agentId: copyId(reg, originId),
+                version: c.latestVersion,
+                card: sql`${c.cardRaw}::jsonb`,
+                cardRaw: c.cardRaw,
+                cardHash: c.cardHash,
+              })) as never,
+            )
+            .onConflictDoNothing({ target: [agentVersions.agentId, agentVersions.version] });
+          for (const { originId } of page.upserts) {
+            if (live.get(originId) === true) updated++;
+            else added++;
+            changedIds.push(copyId(reg, originId));
+          }
+        }
+        if (page.deletes.length > 0) {
+          const gone = await tx
+            .update(agents)
+            .set(RETIRED as never)
+            .where(
+              and(
+                eq(agents.originRegistry, registry),
+                inArray(agents.originId, page.deletes),
+                isNull(agents.deletedAt),
+              ),
+            )
+            .returning({ id: agents.id });
+          removed += gone.length;
+          for (const g of gone) changedIds.push(g.id);
+        }
+      }
+
+      let agentsSynced = sql`${peers.agentsSynced} + ${added - removed}`;
+      let resnapshotFrom: number | null = peer.resnapshotFrom;
+      if (!page.hasMore && peer.resnapshotFrom !== null) {
+        // The re-read feed is complete: copies it did not touch were deleted upstream while we missed it.
+        if (registry !== null) {
+          const swept = await tx
+            .update(agents)
+            .set(RETIRED as never)
+            .where(
+              and(
+                eq(agents.originRegistry, registry),
+                isNull(agents.deletedAt),
+                lt(agents.seq, peer.resnapshotFrom),
+              ),
+            )
+            .returning({ id: agents.id });
+          removed += swept.length;
+          for (const s of swept) changedIds.push(s.id);
+          agentsSynced = sql`(select count(*)::int from ${agents}
+            where ${agents.originRegistry} = ${registry} and ${agents.deletedAt} is null)`;
+        }
+        resnapshotFrom = null;
+      }
+      await tx
+        .update(peers)
+        .set({ lastSeq: page.nextSince, agentsSynced: agentsSynced as never, resnapshotFrom })
+        .where(eq(peers.id, peerId));
+      await tx
+        .update(peerSyncs)
+        .set({
+          pages: sql`${peerSyncs.pages} + 1`,
+          added: sql`${peerSyncs.added} + ${added}`,
+          updated: sql`${peerSyncs.updated} + ${updated}`,
+          removed: sql`${peerSyncs.removed} + ${removed}`,
+          skipped: sql`${peerSyncs.skipped} + ${page.skipped.length}`,
+          toSeq: page.nextSince,
+        } as never)
+        .where(eq(peerSyncs.id, syncId));
+      return { added, updated, removed, changedIds };
+    });
+  }
+
+  async function finishRun(input: FinishInput) {
+    const success = input.status === "success";
+    const failed = input.status === "failed";
+    const status =
+      input.status === "aborted"
+        ? input.previousStatus === "running"
+          ? "never"
+          : input.previousStatus
+        : input.status;
+    await db.transaction(async (tx) => {
+      await tx
+        .update(peerSyncs)
+        .set({ status: input.status, finishedAt: sql`now()`, error: input.error })
+        .where(eq(peerSyncs.id, input.syncId));
+      await tx
+        .update(peers)
+        .set({
+          lastStatus: status,
+          lastSyncAt: input.status === "aborted" ? undefined : sql`now()`,
+          lastSuccessAt: success ? sql`now()` : undefined,
+          lastError: success ? null : failed ? input.error : undefined,
+          failures: success ? 0 : failed ? sql`${peers.failures} + 1` : undefined,
+          lagChanges: input.lagChanges,
+          nextSyncAt:
+            input.nextSyncInMs === null
+              ? undefined
+              : sql`now() + ${Math.max(0, Math.round(input.nextSyncInMs))} * interval '1 millisecond'`,
+        } as never)
+        .where(eq(peers.id, input.peerId));
+    });
+  }
+
+  return {
+    schedule,
+    tryLock,
+    unlock,
+    beginRun,
+    startResnapshot,
+    applyPage,
+    finishRun,
+    close: async () => {
+      localLocks.clear();
+      await lockConnection?.end({ timeout: 5 });
+    },
+  };
+}
