@@ -19,6 +19,8 @@ import { agentRoutes } from "./modules/agents/routes";
 import { createFastRead } from "./modules/agents/fast-read";
 import { createAgentsService, type SerializedAgent } from "./modules/agents/service";
 import { authGuard } from "./modules/auth/guard";
+import { federationRoutes } from "./modules/federation/routes";
+import { createFederationService } from "./modules/federation/service";
 import { authRoutes } from "./modules/auth/routes";
 import { createAuthService } from "./modules/auth/service";
 import type { DependencyCheck } from "./modules/ops/model";
@@ -27,6 +29,10 @@ import { createSearchIndexer } from "./modules/search/indexer";
 import { searchRepo } from "./modules/search/repo";
 import { searchRoutes } from "./modules/search/routes";
 import { createSearchService } from "./modules/search/service";
+import { createProber } from "./modules/liveness/prober";
+import { livenessRoutes } from "./modules/liveness/routes";
+import { webhookRoutes } from "./modules/webhooks/routes";
+import { createWebhooksService } from "./modules/webhooks/service";
 
 /** Everything the app needs from outside, built once at boot (or per test) and passed in. */
 export type Dependencies = {
@@ -130,6 +136,15 @@ export function createApp(deps: Dependencies) {
     fallback: postgresSearch,
     indexer: searchIndexer,
   });
+  // Built here, delivering only once started (src/index.ts, or a test): tests drive deliveries themselves.
+  const webhooks = createWebhooksService({
+    config,
+    database,
+    audit,
+    metrics,
+    logger,
+    fetchOptions: deps.fetchOptions,
+  });
   const agents = createAgentsService({
     config,
     database,
@@ -139,7 +154,20 @@ export function createApp(deps: Dependencies) {
     cache: agentCache,
     fetchOptions: deps.fetchOptions,
     searchIndex: searchIndexer,
+    events: webhooks,
   });
+  // Built, never started here: src/index.ts (or a test) calls services.federation.start()/stop().
+  const federation = createFederationService({
+    config,
+    database,
+    audit,
+    metrics,
+    logger,
+    agents,
+    fetchOptions: deps.fetchOptions,
+  });
+  // Not started here either: src/index.ts starts it when PROBE_ENABLED; tests run rounds themselves.
+  const prober = createProber({ config, database, agents, metrics, logger, fetchOptions: deps.fetchOptions });
   const guard = authGuard({ auth, requests, metrics });
   const fastPath = config.cache.enabled
     ? createFastRead({ config, agents, auth, limiter, metrics, logger })
@@ -173,6 +201,7 @@ export function createApp(deps: Dependencies) {
         probes: {
           ...(deps.redis ? { cache: () => redisProbe(deps.redis!, bus) } : {}),
           search: () => search.health(),
+          federationWorker: federation.probe,
         },
       }),
     )
@@ -182,6 +211,9 @@ export function createApp(deps: Dependencies) {
     .use(clientRoutes)
     .use(agentRoutes({ config, agents, guard, requests }))
     .use(searchRoutes({ search, guard }))
+    .use(webhookRoutes({ webhooks, guard, requests }))
+    .use(livenessRoutes({ agents, guard, requests }))
+    .use(federationRoutes({ federation, guard, requests }))
     .use(opsRoutes({ config, database, metrics, logger, agents, guard }));
 
   return Object.assign(app, {
@@ -195,6 +227,9 @@ export function createApp(deps: Dependencies) {
       search,
       searchBackend,
       searchIndexer,
+      webhooks,
+      prober,
+      federation,
     },
   });
 }

@@ -35,6 +35,11 @@ export const EnvSchema = T.Object({
   MAX_AGENTS_PER_CLIENT: T.Optional(Int),
   ENABLE_FEDERATION: T.Optional(Bool),
   FEDERATION_INTERVAL_SECONDS: T.Optional(Int),
+  FEDERATION_TOMBSTONE_RETENTION_HOURS: T.Optional(Int),
+  FEDERATION_PAGE_SIZE: T.Optional(Int),
+  FEDERATION_REQUEST_TIMEOUT_MS: T.Optional(Int),
+  FEDERATION_MAX_BACKOFF_SECONDS: T.Optional(Int),
+  FEDERATION_CONCURRENCY: T.Optional(Int),
   ADMIN_CLIENT_ID: T.Optional(T.String({ pattern: "^[A-Za-z0-9._~-]{3,100}$" })),
   ADMIN_CLIENT_SECRET: T.Optional(T.String({ minLength: 16, maxLength: 200 })),
   RATE_LIMIT_TOKEN: T.Optional(RateLimitText),
@@ -53,6 +58,16 @@ export const EnvSchema = T.Object({
   CACHE_L1_MAX_ENTRIES: T.Optional(Int),
   CACHE_L1_TTL_MS: T.Optional(Int),
   CACHE_REDIS_TTL_SECONDS: T.Optional(Int),
+  PROBE_ENABLED: T.Optional(Bool),
+  PROBE_INTERVAL_SECONDS: T.Optional(Int),
+  PROBE_TIMEOUT_MS: T.Optional(Int),
+  PROBE_CONCURRENCY: T.Optional(Int),
+  HEALTH_DOWN_AFTER_SECONDS: T.Optional(Int),
+  PROBE_SELF_PRESERVATION_PERCENT: T.Optional(Int),
+  PROBE_SELF_PRESERVATION_MIN_PROBES: T.Optional(Int),
+  HEARTBEAT_TTL_SECONDS: T.Optional(Int),
+  WEBHOOK_TIMEOUT_MS: T.Optional(Int),
+  WEBHOOK_MAX_ATTEMPTS: T.Optional(Int),
 });
 export type Env = Static<typeof EnvSchema>;
 
@@ -158,6 +173,18 @@ export function parseConfig(
     maxAgentsPerClient: int("MAX_AGENTS_PER_CLIENT", 1000, 0, 10_000_000),
     enableFederation: toBool(env.ENABLE_FEDERATION, true),
     federationIntervalSeconds: int("FEDERATION_INTERVAL_SECONDS", 30, 1, 86_400),
+    federation: {
+      /** Deleted agents stay in the change feed this long; 0 purges them at the next maintenance pass. */
+      tombstoneRetentionHours: int("FEDERATION_TOMBSTONE_RETENTION_HOURS", 168, 0, 87_600),
+      /** Changes asked for per feed page when pulling from a peer (the feed serves at most 1000). */
+      pageSize: int("FEDERATION_PAGE_SIZE", 500, 1, 1000),
+      /** Time limit for each request to a peer (token, card, one feed page). */
+      requestTimeoutMs: int("FEDERATION_REQUEST_TIMEOUT_MS", 10_000, 100, 300_000),
+      /** Ceiling of the exponential backoff after consecutive failed syncs of a peer. */
+      maxBackoffSeconds: int("FEDERATION_MAX_BACKOFF_SECONDS", 900, 1, 86_400),
+      /** Peers synced at the same time by one worker. */
+      concurrency: int("FEDERATION_CONCURRENCY", 4, 1, 64),
+    },
     adminClient:
       env.ADMIN_CLIENT_ID && env.ADMIN_CLIENT_SECRET
         ? { clientId: env.ADMIN_CLIENT_ID, clientSecret: env.ADMIN_CLIENT_SECRET }
@@ -169,6 +196,27 @@ export function parseConfig(
     maxBodyBytes: int("MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
     cardFetchTimeoutMs: int("CARD_FETCH_TIMEOUT_MS", 5000, 100, 60_000),
     cardFetchMaxBytes: 256 * 1024,
+    probe: {
+      /** Liveness probes and drift checks of local agents (a background loop in every instance). */
+      enabled: toBool(env.PROBE_ENABLED, true),
+      /** Each agent is looked at about this often (plus or minus a fifth, so probes spread out). */
+      intervalSeconds: int("PROBE_INTERVAL_SECONDS", 300, 1, 86_400),
+      timeoutMs: int("PROBE_TIMEOUT_MS", 5000, 100, 60_000),
+      concurrency: int("PROBE_CONCURRENCY", 16, 1, 256),
+      /** An agent is declared down once its probes have failed for this long. */
+      downAfterSeconds: int("HEALTH_DOWN_AFTER_SECONDS", 60, 0, 86_400),
+      /** Above this share of failed probes in one round the prober suspects its own network. */
+      selfPreservationPercent: int("PROBE_SELF_PRESERVATION_PERCENT", 85, 1, 100),
+      /** Rounds with fewer probes than this never trigger self-preservation (too little evidence). */
+      selfPreservationMinProbes: int("PROBE_SELF_PRESERVATION_MIN_PROBES", 10, 1, 100_000),
+      /** A heartbeat keeps an agent up (without probes) for this long. */
+      heartbeatTtlSeconds: int("HEARTBEAT_TTL_SECONDS", 90, 1, 86_400),
+    },
+    webhooks: {
+      timeoutMs: int("WEBHOOK_TIMEOUT_MS", 5000, 100, 60_000),
+      /** Attempts per delivery before it is marked failed (backoff doubles from 10 s, capped at 1 h). */
+      maxAttempts: int("WEBHOOK_MAX_ATTEMPTS", 10, 1, 100),
+    },
     cache: {
       enabled: toBool(env.CACHE_ENABLED, true),
       l1MaxEntries: int("CACHE_L1_MAX_ENTRIES", 20_000, 0, 10_000_000),

@@ -116,6 +116,8 @@ async function main() {
       .catch((error: Error) => logger.warn({ err: error.message }, "search index not ready; using Postgres"));
     app.services.searchIndexer.start();
   }
+  app.services.webhooks.start();
+  if (config.probe.enabled) app.services.prober.start();
 
   app.listen({
     port: config.port,
@@ -133,6 +135,8 @@ async function main() {
     },
     `${config.appName} listening on http://${config.host}:${app.server?.port}`,
   );
+  // Tombstone retention always (the change feed is always served); the sync worker thread when enabled.
+  app.services.federation.start({ worker: config.enableFederation });
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -143,7 +147,11 @@ async function main() {
       await app.stop(false);
       // Elysia writes access-log lines just after each response; let the last ones run before closing.
       await new Promise((resolve) => setImmediate(resolve));
+      await app.services.prober.stop();
+      await app.services.webhooks.stop();
       await app.services.searchIndexer.stop();
+      // The sync worker finishes the page it is writing and exits before the pools close.
+      await app.services.federation.stop();
       await deps.elasticsearch?.close();
       await database.close();
       await app.services.limiter.close();

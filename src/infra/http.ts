@@ -73,6 +73,9 @@ export type SafeFetchOptions = {
   /** Accept header, default "application/json" */
   accept?: string;
   headers?: Record<string, string>;
+  /** Default GET. A POST body is sent on the first hop only (use maxRedirects: 0 with POST). */
+  method?: "GET" | "POST";
+  body?: string;
   /** DNS resolver injection for tests; default node:dns/promises lookup(host, {all:true, verbatim:true}) */
   lookup?: (host: string) => Promise<string[]>;
   /** fetch injection for tests; default globalThis.fetch */
@@ -408,7 +411,13 @@ export async function safeFetch(url: string, opts: SafeFetchOptions): Promise<Sa
 
       let res: Response;
       try {
-        res = await fetchImpl(u.href, { method: "GET", headers, redirect: "manual", signal });
+        res = await fetchImpl(u.href, {
+          method: opts.method ?? "GET",
+          headers,
+          redirect: "manual",
+          signal,
+          ...(opts.body !== undefined && hop === 0 ? { body: opts.body } : {}),
+        });
       } catch (err) {
         throw translate(err, u.origin);
       }

@@ -181,6 +181,41 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
     help: "Limiter decisions made by in-process buckets because Redis failed",
     registers: [registry],
   });
+  const signatureVerifications = new Counter({
+    name: "a2a_registry_signature_verifications_total",
+    help: "Agent Card signature checks on publish, update and drift, by result (none, valid, invalid)",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
+  const probes = new Counter({
+    name: "a2a_registry_probes_total",
+    help: "Liveness probes of agents by result (up, failed)",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
+  const healthTransitions = new Counter({
+    name: "a2a_registry_health_transitions_total",
+    help: "Agent health changes by new state (up, down)",
+    labelNames: ["to"] as const,
+    registers: [registry],
+  });
+  const proberSelfPreservation = new Gauge({
+    name: "a2a_registry_prober_self_preservation",
+    help: "1 while the prober holds back marking agents down because too many probes fail at once",
+    registers: [registry],
+  });
+  const driftChecks = new Counter({
+    name: "a2a_registry_drift_checks_total",
+    help: "Re-fetches of cards published by URL by result (unchanged, updated, drift, error)",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
+  const webhookDeliveries = new Counter({
+    name: "a2a_registry_webhook_deliveries_total",
+    help: "Webhook delivery attempts by result (delivered, retry, failed)",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
   // Counted in plain numbers on the hot path, handed to prom-client when scraped (see createRequestMetrics).
   const cacheCounts = new Map<string, { labels: { layer: string; result: string }; n: number }>();
   const cacheRequests = new Counter({
@@ -219,6 +254,12 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
     rateLimiterFallbacks,
     cacheRequests,
     countCache,
+    signatureVerifications,
+    probes,
+    healthTransitions,
+    proberSelfPreservation,
+    driftChecks,
+    webhookDeliveries,
   };
 }
 

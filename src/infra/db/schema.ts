@@ -79,6 +79,25 @@ export const agents = pgTable(
     updatedAt: timestamptz("updated_at").notNull().defaultNow(),
     deletedAt: timestamptz("deleted_at"),
     searchDoc: tsvector("search_doc"),
+    /** Host whose /.well-known/jwks.json holds the key that verified the card's signature. */
+    signatureDomain: text("signature_domain"),
+    /** Why the signature is not valid (failed check, or key set unreachable at publish time). */
+    signatureError: text("signature_error"),
+    /** The last failed probe's error while the agent is failing (cleared when it answers again). */
+    healthError: text("health_error"),
+    /** When the current run of failed probes began: down is declared after HEALTH_DOWN_AFTER_SECONDS. */
+    failingSince: timestamptz("failing_since"),
+    /** Owner heartbeats keep the agent up until then without probes (TTL style). */
+    heartbeatExpiresAt: timestamptz("heartbeat_expires_at"),
+    /** When the prober (and, for cards published by URL, the drift check) next looks at the agent. */
+    nextProbeAt: timestamptz("next_probe_at"),
+    /** A re-fetched card that differs from the stored one and could not become a version: why. */
+    drift: jsonb("drift"),
+    /**
+     * Whether the agent was ever public (kept by the agents_feed_stamp trigger). The change feed shows
+     * an invisible agent as a delete only to callers who could have seen it: once public is enough.
+     */
+    everPublic: boolean("ever_public").notNull().default(false),
   },
   (t) => [
     uniqueIndex("agents_live_local_url_key")
@@ -93,6 +112,11 @@ export const agents = pgTable(
     index("agents_facet_keys_gin").using("gin", t.facetKeys),
     index("agents_search_doc_gin").using("gin", t.searchDoc),
     index("agents_name_trgm").using("gin", sql`lower(${t.name}) gin_trgm_ops`),
+    index("agents_next_probe_idx")
+      .on(t.nextProbeAt)
+      .where(sql`${t.deletedAt} is null and ${t.originRegistry} is null`),
+    /** Tombstone purge (change feed retention) finds old deletions without scanning live rows. */
+    index("agents_deleted_at_idx").on(t.deletedAt).where(sql`${t.deletedAt} is not null`),
   ],
 );
 
@@ -160,6 +184,147 @@ export const searchOutbox = pgTable(
   (t) => [index("search_outbox_next_attempt_idx").on(t.nextAttemptAt)],
 );
 
+/** Owner- or admin-registered receivers of agent events (src/modules/webhooks). */
+export const webhooks = pgTable(
+  "webhooks",
+  {
+    id: uuid("id").primaryKey(),
+    owner: text("owner")
+      .notNull()
+      .references(() => clients.clientId, { onDelete: "cascade" }),
+    url: text("url").notNull(),
+    events: text("events").array().notNull(),
+    /** The HMAC key, AES-GCM encrypted under a key derived from SECRET_KEY; shown once at creation. */
+    secretEnc: text("secret_enc").notNull(),
+    createdAt: timestamptz("created_at").notNull().defaultNow(),
+  },
+  (t) => [index("webhooks_owner_idx").on(t.owner)],
+);
+
+/**
+ * The delivery outbox and log in one: rows are written in the transaction of the change they announce,
+ * so a committed change is delivered at least once, across restarts; the worker updates them in place.
+ */
+export const webhookDeliveries = pgTable(
+  "webhook_deliveries",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    webhookId: uuid("webhook_id")
+      .notNull()
+      .references(() => webhooks.id, { onDelete: "cascade" }),
+    event: text("event").notNull(),
+    agentId: uuid("agent_id"),
+    /** The exact bytes sent (and signed) on every attempt. */
+    payload: text("payload").notNull(),
+    status: text("status", { enum: ["pending", "delivered", "failed"] })
+      .notNull()
+      .default("pending"),
+    attempts: integer("attempts").notNull().default(0),
+    nextAttemptAt: timestamptz("next_attempt_at").notNull().defaultNow(),
+    lastStatusCode: integer("last_status_code"),
+    lastError: text("last_error"),
+    createdAt: timestamptz("created_at").notNull().defaultNow(),
+    deliveredAt: timestamptz("delivered_at"),
+  },
+  (t) => [
+    index("webhook_deliveries_due_idx").on(t.nextAttemptAt).where(sql`${t.status} = 'pending'`),
+    index("webhook_deliveries_webhook_idx").on(t.webhookId, t.id),
+  ],
+);
+
 export type AgentRow = typeof agents.$inferSelect;
 export type ClientRow = typeof clients.$inferSelect;
 export type AuditRow = typeof auditLog.$inferSelect;
+
+// ---------------------------------------------------------------------------------------------------
+// Federation (src/modules/federation)
+// ---------------------------------------------------------------------------------------------------
+
+/** Registries this one pulls agents from. The client secret is AES-GCM encrypted (federation/crypto.ts). */
+export const peers = pgTable("peers", {
+  id: uuid("id").primaryKey(),
+  name: text("name").notNull(),
+  baseUrl: text("base_url").notNull().unique(),
+  clientId: text("client_id").notNull(),
+  clientSecretEnc: text("client_secret_enc").notNull(),
+  /** The peer's registry id (its records' source.registry), pinned when first seen; keys its copies. */
+  registryId: text("registry_id").unique(),
+  enabled: boolean("enabled").notNull().default(true),
+  /** Null: FEDERATION_INTERVAL_SECONDS. */
+  intervalS: integer("interval_s"),
+  /** The peer's change feed cursor: everything up to it is applied here (advanced in the same transaction). */
+  lastSeq: bigint("last_seq", { mode: "number" }).notNull().default(0),
+  lastSyncAt: timestamptz("last_sync_at"),
+  lastSuccessAt: timestamptz("last_success_at"),
+  lastStatus: text("last_status", { enum: ["never", "running", "success", "failed"] })
+    .notNull()
+    .default("never"),
+  lastError: text("last_error"),
+  /** Live copies of this peer's agents held here. */
+  agentsSynced: integer("agents_synced").notNull().default(0),
+  /** Changes known to be waiting in the peer's feed after the last run (0 when it was drained). */
+  lagChanges: integer("lag_changes").notNull().default(0),
+  /** Consecutive failed runs: drives the backoff. */
+  failures: integer("failures").notNull().default(0),
+  nextSyncAt: timestamptz("next_sync_at").notNull().defaultNow(),
+  /**
+   * Set while re-reading the peer's feed from 0 after 410 CURSOR_EXPIRED: the agents sequence value at
+   * the start. Copies still older than it when the snapshot ends were deleted upstream and are swept.
+   */
+  resnapshotFrom: bigint("resnapshot_from", { mode: "number" }),
+  createdAt: timestamptz("created_at").notNull().defaultNow(),
+});
+
+/** One row per sync run of a peer (history; pruned by the federation maintenance job). */
+export const peerSyncs = pgTable(
+  "peer_syncs",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    peerId: uuid("peer_id")
+      .notNull()
+      .references(() => peers.id, { onDelete: "cascade" }),
+    startedAt: timestamptz("started_at").notNull().defaultNow(),
+    finishedAt: timestamptz("finished_at"),
+    status: text("status", { enum: ["running", "success", "failed", "aborted"] }).notNull(),
+    fromSeq: bigint("from_seq", { mode: "number" }).notNull(),
+    toSeq: bigint("to_seq", { mode: "number" }),
+    pages: integer("pages").notNull().default(0),
+    added: integer("added").notNull().default(0),
+    updated: integer("updated").notNull().default(0),
+    removed: integer("removed").notNull().default(0),
+    skipped: integer("skipped").notNull().default(0),
+    error: text("error"),
+    /** Which registry process ran it (host:pid), for operators and the one-sync-per-interval check. */
+    instance: text("instance").notNull(),
+  },
+  (t) => [index("peer_syncs_peer_idx").on(t.peerId, t.id)],
+);
+
+/**
+ * The change feed's horizon: the highest seq among purged tombstones. A `since` below it (other than 0)
+ * may have missed a deletion, so the feed answers 410 CURSOR_EXPIRED and the puller re-snapshots.
+ */
+export const feedHorizon = pgTable("feed_horizon", {
+  id: integer("id").primaryKey(),
+  purgedSeq: bigint("purged_seq", { mode: "number" }).notNull().default(0),
+  purgedAt: timestamptz("purged_at"),
+});
+
+/**
+ * Clients whose entitlement to an agent was withdrawn (kept by a trigger on entitlements): the change
+ * feed shows them the agent as a delete, which it shows to no one who never could see it.
+ */
+export const entitlementRevocations = pgTable(
+  "entitlement_revocations",
+  {
+    agentId: uuid("agent_id")
+      .notNull()
+      .references(() => agents.id, { onDelete: "cascade" }),
+    clientId: text("client_id").notNull(),
+    revokedAt: timestamptz("revoked_at").notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.agentId, t.clientId] })],
+);
+
+export type PeerRow = typeof peers.$inferSelect;
+export type PeerSyncRow = typeof peerSyncs.$inferSelect;

@@ -87,8 +87,24 @@ export const AgentRecord = t.Object(
     cardHash: t.String(),
     card: t.Unknown(),
     signature: SignatureState,
+    signatureKid: t.Union([t.String(), t.Null()], { description: "kid of the key that signed the card" }),
+    verifiedDomain: t.Union([t.String(), t.Null()], {
+      description: "Host whose /.well-known/jwks.json holds the signing key (the card url's own origin)",
+    }),
+    signatureError: t.Union([t.String(), t.Null()], {
+      description: "Why the signature is not valid (including: its key set was unreachable at publish)",
+    }),
     health: Health,
     checkedAt: t.Union([t.String({ format: "date-time" }), t.Null()]),
+    healthError: t.Union([t.String(), t.Null()], { description: "Why the last probes failed" }),
+    drift: t.Union([
+      t.Object({
+        detectedAt: t.String({ format: "date-time" }),
+        reason: t.String(),
+        fetchedHash: t.Optional(t.String()),
+      }),
+      t.Null(),
+    ]),
     source: t.Object({
       registry: t.String({ description: "Registry id the agent was published in" }),
       originId: t.String(),

@@ -1,4 +1,4 @@
-import { and, arrayContains, desc, eq, gte, isNull, lt, type SQL, sql } from "drizzle-orm";
+import { and, arrayContains, desc, eq, gte, inArray, isNull, lt, type SQL, sql } from "drizzle-orm";
 import type { Database, Executor } from "../../infra/db/client";
 import { type AgentRow, agents, agentVersions, entitlements } from "../../infra/db/schema";
 import type { Caller } from "../auth/model";
@@ -109,6 +109,24 @@ export function agentsRepo(database: Database) {
       const rows = await executor.select().from(agents).where(eq(agents.id, id)).limit(1);
       return rows[0];
     },
+    /** Many rows whatever their state, in one query (cache re-sync after a federation page). */
+    async findManyAny(ids: string[], executor: Executor = db) {
+      const valid = ids.filter((id) => UUID_PATTERN.test(id));
+      if (valid.length === 0) return [];
+      return executor.select().from(agents).where(inArray(agents.id, valid));
+    },
+    /** Entitled clients of many agents in one query: agent id -> client ids (sorted). */
+    async entitledClientsOf(agentIds: string[], executor: Executor = db) {
+      const byAgent = new Map<string, string[]>();
+      if (agentIds.length === 0) return byAgent;
+      const rows = await executor
+        .select({ agentId: entitlements.agentId, clientId: entitlements.clientId })
+        .from(entitlements)
+        .where(inArray(entitlements.agentId, agentIds))
+        .orderBy(entitlements.clientId);
+      for (const row of rows) byAgent.set(row.agentId, [...(byAgent.get(row.agentId) ?? []), row.clientId]);
+      return byAgent;
+    },
     async entitledClients(agentId: string, executor: Executor = db) {
       const rows = await executor
         .select({ clientId: entitlements.clientId })
@@ -176,7 +194,16 @@ export function agentsRepo(database: Database) {
         originRegistry: null,
         originId: null,
         deletedAt: null,
+        signatureDomain: null,
+        signatureError: null,
+        healthError: null,
+        failingSince: null,
+        heartbeatExpiresAt: null,
+        nextProbeAt: null,
+        drift: null,
         ...values,
+        // What the agents_feed_stamp trigger sets: true once the agent is public.
+        everPublic: values.everPublic === true || values.visibility === "public",
         facetKeys,
         searchDoc: null,
         seq: stamped.seq,

@@ -1,3 +1,4 @@
+import canonicalize from "canonicalize";
 import { sql } from "drizzle-orm";
 import type { Config } from "../../config";
 import { ApiError, type FieldError } from "../../errors";
@@ -10,7 +11,9 @@ import type { Logger } from "../../infra/logger";
 import type { Metrics } from "../../infra/metrics";
 import { clientsRepo } from "../auth/repo";
 import type { Caller } from "../auth/model";
+import type { WebhookEvent } from "../webhooks/model";
 import { analyzeCard, cardHash } from "./card";
+import { createSignatureVerifier } from "./signatures";
 import type { ListFilters, PatchInput, PublishInput } from "./model";
 import { type AgentInsert, agentsRepo, UUID_PATTERN } from "./repo";
 
@@ -27,6 +30,13 @@ export type AgentsDeps = {
   fetchOptions?: Partial<SafeFetchOptions>;
   /** Keeps an external search index in step: queue inside the transaction, index after commit. */
   searchIndex?: SearchIndexHook;
+  /** Webhook events: queued inside the transaction (at-least-once), sent right after commit. */
+  events?: AgentEventsHook;
+};
+
+export type AgentEventsHook = {
+  emit(event: WebhookEvent, agent: AgentRow, executor: Executor): Promise<void>;
+  kick(): void;
 };
 
 export type SearchIndexHook = {
@@ -35,6 +45,7 @@ export type SearchIndexHook = {
 };
 
 const noSearchIndex: SearchIndexHook = { enqueue: async () => {}, changed: async () => {} };
+const noEvents: AgentEventsHook = { emit: async () => {}, kick: () => {} };
 
 /** Facts about the request that writes record in the audit log. */
 export type WriteContext = { caller: Caller; requestId: string; ip: string | null };
@@ -82,8 +93,13 @@ export function recordBody(row: Omit<AgentRow, "card" | "searchDoc">, registryId
   });
   const tail = JSON.stringify({
     signature: row.signature,
+    signatureKid: row.signatureKid,
+    verifiedDomain: row.signatureDomain,
+    signatureError: row.signatureError,
     health: row.health,
     checkedAt: row.checkedAt?.toISOString() ?? null,
+    healthError: row.healthError,
+    drift: row.drift ?? null,
     source: {
       registry: row.originRegistry ?? registryId,
       originId: row.originId ?? row.id,
@@ -141,6 +157,7 @@ type CardInput = { card: unknown; cardText: string; cardUrl: string | null };
 export function createAgentsService(deps: AgentsDeps) {
   const { config, database, audit, metrics, cache, logger } = deps;
   const searchIndex = deps.searchIndex ?? noSearchIndex;
+  const events = deps.events ?? noEvents;
   const repo = agentsRepo(database);
   const clients = clientsRepo(database.db);
   const fetchOptions: SafeFetchOptions = {
@@ -150,6 +167,25 @@ export function createAgentsService(deps: AgentsDeps) {
     accept: "application/json",
     ...deps.fetchOptions,
   };
+  const signatures = createSignatureVerifier({ metrics, fetchOptions });
+
+  /** Verifies the card's signatures; an invalid one is refused unless the publisher accepts that. */
+  async function signatureColumns(card: CardInput, primaryUrl: string, allowInvalid: boolean) {
+    const outcome = await signatures.verify(card.card, { primaryUrl, cardUrl: card.cardUrl });
+    if (outcome.state === "invalid" && !outcome.unverifiable && !allowInvalid)
+      throw new ApiError(
+        "INVALID_SIGNATURE",
+        `The card's signature does not verify: ${outcome.errors[0]?.message}. Send allowInvalidSignature: true to store it marked invalid.`,
+        { errors: outcome.errors },
+      );
+    return {
+      signature: outcome.state,
+      signatureKid: outcome.kid,
+      signatureDomain: outcome.verifiedDomain,
+      signatureError:
+        outcome.state === "invalid" ? outcome.errors.map((e) => `${e.path}: ${e.message}`).join("; ") : null,
+    };
+  }
 
   /**
    * Keeps planner statistics fresh. A burst of publishes leaves Postgres estimating a handful of rows
@@ -267,6 +303,7 @@ export function createAgentsService(deps: AgentsDeps) {
     const owner = ctx.caller.clientId;
     const card = await resolveCard(input, bodyCardText);
     const { analysis, hash } = analyze(card);
+    const signed = await signatureColumns(card, analysis.primaryUrl, input.allowInvalidSignature === true);
     const id = Bun.randomUUIDv7();
     try {
       const row = await database.db.transaction(async (tx) => {
@@ -290,6 +327,7 @@ export function createAgentsService(deps: AgentsDeps) {
               status: "active",
               cardUrl: card.cardUrl,
               ...cardColumns(card, analysis, hash),
+              ...signed,
             },
             tx,
           ),
@@ -308,8 +346,10 @@ export function createAgentsService(deps: AgentsDeps) {
             tx,
           ),
         ]);
+        await events.emit("agent.published", inserted, tx);
         return inserted;
       });
+      events.kick();
       wrote("created");
       const agent = serializeAgent(row, config.registryId, []);
       await cache.write(agent.id, agent);
@@ -329,7 +369,21 @@ export function createAgentsService(deps: AgentsDeps) {
     bodyCardText: string | undefined,
   ) {
     const card = await resolveCard(input, bodyCardText);
+    return applyCard(ctx, id, card, {
+      visibility: input.visibility,
+      allowInvalidSignature: input.allowInvalidSignature === true,
+    });
+  }
+
+  /** A new version from a resolved card (an update, or a re-fetched card that changed). */
+  async function applyCard(
+    ctx: WriteContext,
+    id: string,
+    card: CardInput,
+    options: { visibility?: "public" | "private"; allowInvalidSignature: boolean },
+  ) {
     const { analysis, hash } = analyze(card);
+    const signed = await signatureColumns(card, analysis.primaryUrl, options.allowInvalidSignature);
     try {
       const result = await database.db.transaction(async (tx) => {
         const current = await loadForWrite(id, ctx.caller, tx);
@@ -339,14 +393,16 @@ export function createAgentsService(deps: AgentsDeps) {
             "VERSION_EXISTS",
             `Version ${analysis.version} already exists with different content; bump the card's version`,
           );
-        const visibility = input.visibility ?? current.visibility;
+        const visibility = options.visibility ?? current.visibility;
         if (existing && current.latestVersion === analysis.version && visibility === current.visibility)
           return { row: current, changed: false, entitled: [] as string[] };
         const row = await repo.update(
           id,
           {
             ...cardColumns(card, analysis, hash),
+            ...signed,
             visibility,
+            drift: null,
             ...(card.cardUrl ? { cardUrl: card.cardUrl } : {}),
           },
           tx,
@@ -365,9 +421,11 @@ export function createAgentsService(deps: AgentsDeps) {
           },
           tx,
         );
+        await events.emit("agent.updated", row, tx);
         return { row, changed: true, entitled: await repo.entitledClients(id, tx) };
       });
       if (!result.changed) return getFresh(id);
+      events.kick();
       wrote("updated");
       const agent = serializeAgent(result.row, config.registryId, result.entitled);
       await cache.write(id, agent);
@@ -416,10 +474,12 @@ export function createAgentsService(deps: AgentsDeps) {
         },
         tx,
       );
+      await events.emit(statusChanged ? "agent.status_changed" : "agent.updated", updated, tx);
       wrote("status_changed");
       return { row: updated, entitled: await repo.entitledClients(id, tx) };
     });
     if (result === null) return getFresh(id);
+    events.kick();
     const agent = serializeAgent(result.row, config.registryId, result.entitled);
     await cache.write(id, agent);
     await searchIndex.changed([id]);
@@ -443,11 +503,208 @@ export function createAgentsService(deps: AgentsDeps) {
         },
         tx,
       );
+      await events.emit("agent.deleted", row, tx);
       return row;
     });
+    events.kick();
     wrote("deleted");
     await cache.remove(id, deleted.seq);
     await searchIndex.changed([id]);
+  }
+
+  /**
+   * Writes fields the registry itself maintains (health, drift) as a change of their own: a new seq,
+   * so caches, the search index and the change feed follow, plus an optional webhook event.
+   */
+  async function writeMaintained(
+    id: string,
+    changes: Partial<AgentInsert>,
+    event: WebhookEvent | null,
+    audited?: { actor: string; action: string; details: Record<string, unknown> },
+  ) {
+    const result = await database.db.transaction(async (tx) => {
+      const current = await repo.lockLive(id, tx);
+      if (!current) return null;
+      const row = await repo.update(id, changes, tx);
+      await searchIndex.enqueue([id], tx);
+      if (event) await events.emit(event, row, tx);
+      if (audited)
+        await audit.record({ ...audited, target: id, outcome: "success", ip: null, requestId: null }, tx);
+      return { row, entitled: await repo.entitledClients(id, tx) };
+    });
+    if (!result) return null;
+    if (event) events.kick();
+    const agent = serializeAgent(result.row, config.registryId, result.entitled);
+    await cache.write(id, agent);
+    await searchIndex.changed([id]);
+    return { agent, row: result.row };
+  }
+
+  /** The prober's verdict changed (or a heartbeat arrived for an agent not known to be up). */
+  async function setHealth(id: string, health: "up" | "down", error: string | null) {
+    metrics.healthTransitions.inc({ to: health });
+    return writeMaintained(
+      id,
+      { health, healthError: error, checkedAt: sql`now()` as never, failingSince: null },
+      "agent.health_changed",
+    );
+  }
+
+  /** Owner heartbeat (TTL style): keeps the agent up without probes until the TTL runs out. */
+  async function heartbeat(ctx: WriteContext, id: string) {
+    const current = await database.db.transaction(async (tx) => {
+      const row = await loadForWrite(id, ctx.caller, tx);
+      await database.rows(
+        sql`update agents set heartbeat_expires_at = now() + make_interval(secs => ${config.probe.heartbeatTtlSeconds}),
+          failing_since = null where id = ${id}`,
+        tx,
+      );
+      return row;
+    });
+    if (current.health !== "up") await setHealth(id, "up", null);
+  }
+
+  type CardDiff = {
+    outcome: "unchanged" | "updated" | "drift";
+    previousVersion: string;
+    version: string;
+    previousCardHash: string;
+    cardHash: string;
+    changes: { added: string[]; removed: string[]; changed: string[] };
+    skills: { added: string[]; removed: string[] };
+    drift: { detectedAt: string; reason: string; fetchedHash?: string } | null;
+  };
+
+  function diffCards(before: unknown, after: unknown) {
+    const a = (before && typeof before === "object" ? before : {}) as Record<string, unknown>;
+    const b = (after && typeof after === "object" ? after : {}) as Record<string, unknown>;
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    const changes = { added: [] as string[], removed: [] as string[], changed: [] as string[] };
+    for (const key of [...keys].sort()) {
+      if (!(key in a)) changes.added.push(key);
+      else if (!(key in b)) changes.removed.push(key);
+      // Canonical JSON: the stored card comes back from jsonb with its keys reordered.
+      else if (canonicalize(a[key]) !== canonicalize(b[key])) changes.changed.push(key);
+    }
+    const skillIds = (card: Record<string, unknown>) =>
+      new Set(
+        (Array.isArray(card.skills) ? card.skills : [])
+          .map((skill) => (skill && typeof skill === "object" ? (skill as { id?: unknown }).id : undefined))
+          .filter((skillId): skillId is string => typeof skillId === "string"),
+      );
+    const was = skillIds(a);
+    const now = skillIds(b);
+    return {
+      changes,
+      skills: { added: [...now].filter((x) => !was.has(x)), removed: [...was].filter((x) => !now.has(x)) },
+    };
+  }
+
+  const SYSTEM_CALLER: Caller = {
+    kind: "client",
+    clientId: "system:drift",
+    scopes: [],
+    admin: true,
+    tokenId: "",
+  };
+
+  /**
+   * Re-fetches a card published by URL (the owner's refresh, or the prober's drift check). A changed
+   * card that validates, verifies and carries a new version becomes that version; anything else is
+   * recorded as drift on the record without touching the stored card.
+   */
+  async function refreshFromUrl(
+    ctx: WriteContext | null,
+    id: string,
+  ): Promise<CardDiff & { agent: SerializedAgent }> {
+    const current = ctx
+      ? await database.db.transaction((tx) => loadForWrite(id, ctx.caller, tx))
+      : await repo.findLive(id);
+    if (!current) throw new ApiError("NOT_FOUND", `No agent ${id}`);
+    if (!current.cardUrl)
+      throw new ApiError(
+        "VALIDATION_FAILED",
+        "This agent was published with an inline card: there is no cardUrl to refresh from",
+        {
+          errors: [
+            {
+              path: "/cardUrl",
+              message: "publish or update with cardUrl to enable refresh and drift checks",
+            },
+          ],
+        },
+      );
+    const fetched = await resolveCard({ cardUrl: current.cardUrl }, undefined);
+    const hash = cardHash(fetched.card);
+    const diff = diffCards(current.card, fetched.card);
+    const base = {
+      previousVersion: current.latestVersion,
+      previousCardHash: current.cardHash,
+      cardHash: hash,
+      ...diff,
+    };
+    if (hash === current.cardHash) {
+      metrics.driftChecks.inc({ result: "unchanged" });
+      const cleared = current.drift ? await writeMaintained(id, { drift: null }, null) : null;
+      return {
+        outcome: "unchanged",
+        version: current.latestVersion,
+        drift: null,
+        agent: cleared?.agent ?? (await getFresh(id)),
+        ...base,
+      };
+    }
+    const recordDrift = async (reason: string, version: string) => {
+      metrics.driftChecks.inc({ result: "drift" });
+      const drift = { detectedAt: new Date().toISOString(), reason, fetchedHash: hash };
+      const same = (current.drift as { reason?: string; fetchedHash?: string } | null) ?? null;
+      const written =
+        same?.reason === reason && same.fetchedHash === hash
+          ? null
+          : await writeMaintained(id, { drift }, null, {
+              actor: ctx ? actorOf(ctx.caller) : "system:drift",
+              action: "agent.drift_detected",
+              details: { reason, fetchedHash: hash, cardUrl: current.cardUrl },
+            });
+      return {
+        outcome: "drift" as const,
+        version,
+        drift: (written?.row.drift as CardDiff["drift"]) ?? (current.drift as CardDiff["drift"]),
+        agent: written?.agent ?? (await getFresh(id)),
+        ...base,
+      };
+    };
+    const analysis = analyzeCard(fetched.card);
+    if (!analysis.ok)
+      return recordDrift(
+        `the card at cardUrl no longer validates: ${analysis.errors
+          .slice(0, 3)
+          .map((e) => `${e.path || "/"} ${e.message}`)
+          .join("; ")}`,
+        current.latestVersion,
+      );
+    const existing = await repo.findVersion(id, analysis.version);
+    if (existing && existing.cardHash !== hash)
+      return recordDrift(
+        `the card changed but kept version ${analysis.version}, which is already stored with other content`,
+        analysis.version,
+      );
+    try {
+      const agent = await applyCard(
+        ctx ?? { caller: SYSTEM_CALLER, requestId: "drift", ip: null },
+        id,
+        fetched,
+        {
+          allowInvalidSignature: false,
+        },
+      );
+      metrics.driftChecks.inc({ result: "updated" });
+      return { outcome: "updated", version: analysis.version, drift: null, agent, ...base };
+    } catch (error) {
+      if (error instanceof ApiError && (error.code === "INVALID_SIGNATURE" || error.code === "AGENT_EXISTS"))
+        return recordDrift(error.message, analysis.version);
+      throw error;
+    }
   }
 
   /**
@@ -455,14 +712,21 @@ export function createAgentsService(deps: AgentsDeps) {
    * transaction commits, brings the cache and the search index up to what Postgres now holds.
    */
   async function changedElsewhere(ids: string[]) {
-    for (const id of ids) {
-      const row = await repo.findAny(id);
-      if (!row) {
-        await cache.remove(id, Number.MAX_SAFE_INTEGER);
-        continue;
-      }
-      if (row.deletedAt) await cache.remove(id, row.seq);
-      else await cache.write(id, serializeAgent(row, config.registryId, await repo.entitledClients(id)));
+    // In batches, one query each and the cache updates side by side: a sync page changes hundreds.
+    for (let start = 0; start < ids.length; start += 500) {
+      const batch = ids.slice(start, start + 500);
+      const rows = new Map((await repo.findManyAny(batch)).map((row) => [row.id, row]));
+      const entitled = await repo.entitledClientsOf(
+        [...rows.values()].filter((row) => !row.deletedAt).map((row) => row.id),
+      );
+      await Promise.all(
+        batch.map((id) => {
+          const row = rows.get(id);
+          if (!row) return cache.remove(id, Number.MAX_SAFE_INTEGER);
+          if (row.deletedAt) return cache.remove(id, row.seq);
+          return cache.write(id, serializeAgent(row, config.registryId, entitled.get(id) ?? []));
+        }),
+      );
     }
     // The writer's transaction has committed: queue, then index, so a failure still leaves it queued.
     await searchIndex.enqueue(ids, database.db);
@@ -587,6 +851,9 @@ export function createAgentsService(deps: AgentsDeps) {
     setEntitlement,
     publicIndex,
     changedElsewhere,
+    setHealth,
+    heartbeat,
+    refreshFromUrl,
     countByStatus: () => repo.countByStatus(),
   };
 }
