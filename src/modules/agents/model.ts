@@ -60,6 +60,7 @@ export const attributeFilters = {
   provider: Filter("Provider organization (case-insensitive)"),
   status: t.Optional(LiveStatus),
   health: t.Optional(Health),
+  signature: t.Optional(SignatureState),
 };
 
 export const ListQuery = t.Object({

@@ -1,5 +1,5 @@
 import { t } from "elysia";
-import { AgentRecord, attributeFilters, SignatureState } from "../agents/model";
+import { AgentRecord, attributeFilters } from "../agents/model";
 
 export const SearchQuery = t.Object({
   q: t.Optional(
@@ -10,7 +10,6 @@ export const SearchQuery = t.Object({
     }),
   ),
   ...attributeFilters,
-  signature: t.Optional(SignatureState),
   limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 20 })),
   cursor: t.Optional(
     t.String({ maxLength: 300, description: "Opaque cursor from a previous page's nextCursor" }),
