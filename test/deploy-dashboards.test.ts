@@ -173,7 +173,7 @@ describe("metric names in dashboards and alerts", () => {
   beforeAll(async () => {
     registry = await startRegistry();
     exported = exportedMetricNames(await (await fetch(`${registry.base}/metrics`)).text());
-  }, 60_000);
+  }, 120_000);
   afterAll(async () => {
     await registry?.stop();
   });

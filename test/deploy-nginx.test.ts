@@ -130,7 +130,7 @@ describeWithTools("nginx in front of a running registry", ["nginx", "openssl", "
     setup = await prepareNginx({ upstream: `127.0.0.1:${registry.port}` });
     nginx = await startNginx(setup);
     https = `https://${setup.serverName}:${setup.httpsPort}`;
-  }, 60_000);
+  }, 120_000);
 
   /** An admin token, asked of the registry directly (nginx's token endpoint limit is tested below). */
   const adminToken = async () => {

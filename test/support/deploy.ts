@@ -10,7 +10,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { eventually, freePort } from "./redis";
 
 /** Helpers for the deployment suites (test/deploy-*.test.ts): the artifacts under ops/, nginx/, grafana/. */
@@ -114,6 +114,7 @@ export async function startRegistry(env: Record<string, string> = {}, attempts =
   void proc.exited.then(() => {
     exited = true;
   });
+  // Generous: on a loaded machine (other suites, benchmarks) a boot can take tens of seconds.
   const up = await eventually(async () => {
     if (exited) return true;
     try {
@@ -121,7 +122,7 @@ export async function startRegistry(env: Record<string, string> = {}, attempts =
     } catch {
       return false;
     }
-  }, 45_000);
+  }, 90_000);
   if (up && !exited) return { base, port, proc, stop };
   await stop();
   if (exited && attempts > 1) return startRegistry(env, attempts - 1);
@@ -278,7 +279,7 @@ export async function startNginx(setup: NginxSetup) {
     } catch {
       return false;
     }
-  }, 10_000);
+  }, 30_000);
   const errorLog = () => {
     try {
       return readFileSync(join(setup.dir, "logs/error.log"), "utf8");
@@ -444,11 +445,6 @@ export function grafanaToPromql(expr: string) {
     .replaceAll("$__interval", "1m")
     .replaceAll("$__range", "1h")
     .replace(/\$\{?instance\}?/g, ".*");
-}
-
-export function writeFile(path: string, text: string) {
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, text);
 }
 
 /** The Postgres server the deployment suites use: TEST_DATABASE_URL (CI) or the local default. */
