@@ -1,4 +1,4 @@
-import { Client as ElasticsearchClient } from "@elastic/elasticsearch";
+import type { Client as ElasticsearchClient } from "@elastic/elasticsearch";
 import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { createAudit } from "./infra/audit";
@@ -12,7 +12,7 @@ import { apiDocs } from "./infra/openapi";
 import { createRateLimiter } from "./infra/ratelimit";
 import { rateLimitPlugin } from "./infra/ratelimit-http";
 import { createRedisClients, type RedisClients } from "./infra/redis";
-import { createElasticsearchSearch } from "./infra/search/elasticsearch";
+import { createElasticsearchClient, createElasticsearchSearch } from "./infra/search/elasticsearch";
 import { createPostgresSearch } from "./infra/search/pg";
 import { createRequestContext, webPipeline } from "./infra/web";
 import { agentRoutes } from "./modules/agents/routes";
@@ -47,13 +47,6 @@ export type Dependencies = {
   fetchOptions?: Partial<SafeFetchOptions>;
 };
 
-/**
- * Short timeouts and no retries: a write waits on the index only briefly (the outbox retries), and a
- * search that cannot reach Elasticsearch is better answered by Postgres at once.
- */
-export function createElasticsearchClient(url: string) {
-  return new ElasticsearchClient({ node: url, requestTimeout: 2000, maxRetries: 1 });
-}
 
 export async function createDependencies(
   config: Config,

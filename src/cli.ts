@@ -1,12 +1,12 @@
 import { parseArgs } from "node:util";
-import { Client as ElasticsearchClient } from "@elastic/elasticsearch";
+import type { Client as ElasticsearchClient } from "@elastic/elasticsearch";
 import { createAudit } from "./infra/audit";
 import { createInvalidationBus } from "./infra/bus";
 import { openDatabase } from "./infra/db/client";
 import { createLogger } from "./infra/logger";
 import { createMetrics } from "./infra/metrics";
 import { createRedisClients } from "./infra/redis";
-import { createElasticsearchSearch } from "./infra/search/elasticsearch";
+import { createElasticsearchClient, createElasticsearchSearch } from "./infra/search/elasticsearch";
 import { createPostgresSearch } from "./infra/search/pg";
 import { searchRepo } from "./modules/search/repo";
 import { ConfigError, parseConfig } from "./config";
@@ -91,7 +91,7 @@ export async function runCli(
         options.elasticsearch ??
         (config.elasticsearchUrl
           ? // Bulk requests of a thousand documents take longer than the serving client's 2 s budget.
-            new ElasticsearchClient({ node: config.elasticsearchUrl, requestTimeout: 60_000, maxRetries: 3 })
+            createElasticsearchClient(config.elasticsearchUrl, { requestTimeout: 60_000, maxRetries: 3 })
           : undefined);
       if (elasticsearch && !options.elasticsearch) cleanups.push(() => elasticsearch.close());
       const backend = elasticsearch

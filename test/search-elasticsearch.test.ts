@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import { runCli } from "../src/cli";
-import { DEFAULT_ALIAS, INDEX_BODY } from "../src/infra/search/elasticsearch";
+import { createElasticsearchClient, DEFAULT_ALIAS, INDEX_BODY } from "../src/infra/search/elasticsearch";
 import { createTestApp, json, type TestApp } from "./support/app";
 import { BACKENDS } from "./support/db";
 import {
@@ -468,3 +468,46 @@ for (const backend of BACKENDS) {
     });
   });
 }
+
+describe("elasticsearch client transport", () => {
+  test("the production client speaks HTTP under Bun, with URL credentials as Basic auth", async () => {
+    const seen: { method: string; path: string; authorization: string | null; body: unknown }[] = [];
+    const server = Bun.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      async fetch(request) {
+        const url = new URL(request.url);
+        const text = await request.text();
+        seen.push({
+          method: request.method,
+          path: url.pathname,
+          authorization: request.headers.get("authorization"),
+          body: text ? JSON.parse(text) : null,
+        });
+        const headers = { "x-elastic-product": "Elasticsearch", "content-type": "application/json" };
+        if (url.pathname === `/${DEFAULT_ALIAS}/_search`)
+          return Response.json(
+            { took: 1, hits: { total: { value: 0, relation: "eq" }, hits: [] } },
+            { headers },
+          );
+        return Response.json({ status: "green" }, { headers });
+      },
+    });
+    try {
+      const client = createElasticsearchClient(`http://elastic:s3cret@127.0.0.1:${server.port}`);
+      const health = await client.cluster.health({ timeout: "2s" });
+      expect(health.status).toBe("green");
+      const result = await client.search({ index: DEFAULT_ALIAS, size: 1, query: { match_all: {} } });
+      expect(result.hits.hits).toEqual([]);
+      expect(seen.map((r) => `${r.method} ${r.path}`)).toEqual([
+        "GET /_cluster/health",
+        `POST /${DEFAULT_ALIAS}/_search`,
+      ]);
+      expect(seen[0]!.authorization).toBe(`Basic ${Buffer.from("elastic:s3cret").toString("base64")}`);
+      expect(seen[1]!.body).toEqual({ size: 1, query: { match_all: {} } });
+      await client.close();
+    } finally {
+      server.stop(true);
+    }
+  });
+});

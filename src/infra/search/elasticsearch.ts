@@ -1,4 +1,4 @@
-import type { Client, estypes } from "@elastic/elasticsearch";
+import { Client, type estypes, HttpConnection } from "@elastic/elasticsearch";
 import type { Caller } from "../../modules/auth/model";
 import type { FacetCounts } from "../../modules/search/model";
 import type { DependencyCheck } from "../../modules/ops/model";
@@ -12,6 +12,24 @@ import {
   type SearchBackend,
   type SearchPage,
 } from "./types";
+
+/**
+ * Short timeouts and no retries: a write waits on the index only briefly (the outbox retries), and a
+ * search that cannot reach Elasticsearch is better answered by Postgres at once.
+ */
+export function createElasticsearchClient(
+  url: string,
+  options: { requestTimeout?: number; maxRetries?: number } = {},
+) {
+  // The client's default transport (undici) fails under Bun ("response.headers" of undefined); its
+  // node:http transport works, and sends credentials in the URL as Basic auth.
+  return new Client({
+    node: url,
+    Connection: HttpConnection,
+    requestTimeout: options.requestTimeout ?? 2000,
+    maxRetries: options.maxRetries ?? 1,
+  });
+}
 
 export const DEFAULT_ALIAS = "a2a-agents";
 const REINDEX_BATCH = 1000;
