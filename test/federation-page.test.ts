@@ -9,7 +9,6 @@ const cardText = readFileSync(
   join(import.meta.dir, "../../shared/fixtures/agent-cards/valid/weather-0.3.json"),
   "utf8",
 ).trim();
-const card = JSON.parse(cardText) as Record<string, unknown>;
 
 function record(id: string, overrides: Record<string, unknown> = {}) {
   return {

@@ -36,7 +36,7 @@ export type RunReport = {
   removed: number;
   skipped: number;
   pages: number;
-  lagChanges: number;
+  lagChanges: number | null;
   error: string | null;
   durationMs: number;
 };
@@ -181,7 +181,14 @@ export function createSyncEngine(deps: {
     const fullPage = config.federation.pageSize;
     let pageSize = pageSizes.get(peer.id) ?? fullPage;
     let cursor = peer.lastSeq;
-    let lagChanges = 0;
+    /**
+     * What is known to wait upstream when the run ends: 0 once drained; else the changes of a page
+     * fetched and not applied, plus one when the feed said there is more (a lower bound); null when
+     * nothing was learnt (the peer never answered) and the last figure stands.
+     */
+    let lagChanges: number | null = 0;
+    let unapplied: PreparedPage | undefined;
+    let heardFrom = false;
     let outcome: { status: RunReport["status"]; error: string | null } = { status: "success", error: null };
     let keepSchedule = false;
     let peerGone = false;
@@ -204,6 +211,8 @@ export function createSyncEngine(deps: {
           continue;
         }
         const { page } = fetched;
+        heardFrom = true;
+        unapplied = page;
         pageSize = Math.min(fullPage, pageSize * 2);
         pageSizes.set(peer.id, pageSize);
         // Read ahead while this page is written; dropped if the write fails or we stop.
@@ -212,6 +221,7 @@ export function createSyncEngine(deps: {
           next.catch(() => {});
         }
         const applied = await store.applyPage(peer.id, syncId, page);
+        unapplied = undefined;
         totals.pages++;
         totals.added += applied.added;
         totals.updated += applied.updated;
@@ -232,6 +242,7 @@ export function createSyncEngine(deps: {
         if (!page.hasMore) break;
         if (stopping) {
           lagChanges = 1;
+          heardFrom = true;
           outcome = { status: "aborted", error: "stopped before the feed was drained (shutdown)" };
           break;
         }
@@ -255,7 +266,7 @@ export function createSyncEngine(deps: {
               ? `malformed feed page: ${error.message}`
               : `sync failed: ${describePeerError(error)}`;
         outcome = { status: "failed", error: message.slice(0, 1000) };
-        lagChanges = 1;
+        lagChanges = unapplied ? unapplied.changes + (unapplied.hasMore ? 1 : 0) : heardFrom ? 1 : null;
         if (!(error instanceof PeerError || error instanceof FeedFormatError))
           logger.error({ err: error, peer: peer.name }, "federation: sync run failed");
       }

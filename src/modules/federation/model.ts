@@ -101,7 +101,8 @@ export const PeerRecord = t.Object(
     lastStatus: PeerStatus,
     lastError: t.Union([t.String(), t.Null()]),
     lagChanges: t.Integer({
-      description: "Changes known to wait in the peer's feed after the last run (0 once drained)",
+      description:
+        "Changes known to wait in the peer's feed after the last run: 0 once drained, a lower bound when a run stopped early",
     }),
     lagSeconds: t.Union([t.Number(), t.Null()], {
       description: "Seconds since the last successful sync (null before the first)",

@@ -346,7 +346,7 @@ export function createFederationService(deps: FederationDeps) {
   // -------------------------------------------------------------------------------------------------
   function onReport(report: RunReport) {
     metrics.peerSyncs.inc({ peer: report.peer, status: report.status });
-    metrics.peerSyncLagChanges.set({ peer: report.peer }, report.lagChanges);
+    if (report.lagChanges !== null) metrics.peerSyncLagChanges.set({ peer: report.peer }, report.lagChanges);
     if (report.status === "success") metrics.peerSyncLagSeconds.set({ peer: report.peer }, 0);
   }
 

@@ -55,7 +55,8 @@ export type FinishInput = {
   syncId: number;
   status: "success" | "failed" | "aborted";
   error: string | null;
-  lagChanges: number;
+  /** null: unknown this time, the last figure stands. */
+  lagChanges: number | null;
   /** When to sync next, from now; null leaves the schedule as another instance set it. */
   nextSyncInMs: number | null;
   previousStatus: RunPeer["previousStatus"];
@@ -439,7 +440,7 @@ export function createSyncStore(deps: {
           lastSuccessAt: success ? sql`now()` : undefined,
           lastError: success ? null : failed ? input.error : undefined,
           failures: success ? 0 : failed ? sql`${peers.failures} + 1` : undefined,
-          lagChanges: input.lagChanges,
+          lagChanges: input.lagChanges ?? undefined,
           nextSyncAt:
             input.nextSyncInMs === null
               ? undefined
