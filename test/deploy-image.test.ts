@@ -82,7 +82,7 @@ describe("ops/Dockerfile", () => {
 
   test("takes only the sources, lockfile and migrations from the context; .dockerignore admits nothing else", () => {
     expect(new Set(contextSources)).toEqual(
-      new Set(["package.json", "bun.lock", "tsconfig.json", "src", "drizzle"]),
+      new Set(["package.json", "bun.lock", "patches", "tsconfig.json", "src", "drizzle"]),
     );
     const ignore = read(".dockerignore")
       .split("\n")
@@ -129,6 +129,7 @@ describeWithTools("the image's build and start, replayed without Docker", ["psql
       "drizzle",
       "node_modules",
       "package.json",
+      "patches",
       "src",
       "tsconfig.json",
     ]);
