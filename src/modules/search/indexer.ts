@@ -30,6 +30,8 @@ export function createSearchIndexer(deps: IndexerDeps) {
   const external = backend.name !== "postgres";
   let timer: ReturnType<typeof setInterval> | undefined;
   let draining: Promise<number> | undefined;
+  /** Set by stop(): a drain in progress finishes its batch and leaves the rest for the next start. */
+  let stopping = false;
   let lastError: string | null = null;
   // After a failure, writes stop waiting on the index for a while: each would pay the timeout, and the
   // outbox loop is already retrying.
@@ -44,7 +46,7 @@ export function createSearchIndexer(deps: IndexerDeps) {
 
   async function drainOnce(): Promise<number> {
     let indexed = 0;
-    for (;;) {
+    while (!stopping) {
       const due = await repo.due(DRAIN_BATCH);
       if (due.length === 0) break;
       const ids = due.map((entry) => entry.agentId);
@@ -104,6 +106,7 @@ export function createSearchIndexer(deps: IndexerDeps) {
     lastError: () => lastError,
 
     start() {
+      stopping = false;
       if (!external || timer) return;
       timer = setInterval(() => {
         this.drain().catch((error) => logger.warn({ err: error }, "search outbox drain crashed"));
@@ -112,6 +115,7 @@ export function createSearchIndexer(deps: IndexerDeps) {
     },
 
     async stop() {
+      stopping = true;
       if (timer) clearInterval(timer);
       timer = undefined;
       await draining?.catch(() => undefined);
