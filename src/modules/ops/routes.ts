@@ -43,7 +43,21 @@ export function registryCard(config: Config) {
     version: config.appVersion,
     provider: { organization: config.appName, url: config.registryBaseUrl },
     documentationUrl: `${config.registryBaseUrl}/docs`,
-    capabilities: { streaming: false, pushNotifications: false, stateTransitionHistory: false },
+    capabilities: {
+      streaming: false,
+      pushNotifications: false,
+      stateTransitionHistory: false,
+      // Where this registry's public agents are listed as an AI Catalog (the discovery document the
+      // A2A working group defers registry standards to).
+      extensions: [
+        {
+          uri: "https://github.com/Agent-Card/ai-catalog",
+          description: "This registry's public agents as an AI Catalog (application/ai-catalog+json)",
+          required: false,
+          params: { catalogUrl: `${config.registryBaseUrl}/.well-known/ai-catalog.json`, specVersion: "1.0" },
+        },
+      ],
+    },
     securitySchemes: {
       oauth2: {
         type: "oauth2",
@@ -68,7 +82,11 @@ export function registryCard(config: Config) {
         name: "Agent discovery",
         description: "List and search registered A2A agents by skill, tag, input/output mode and provider.",
         tags: ["registry", "discovery", "search"],
-        examples: ["GET /v1/agents?skill=translate", "GET /v1/search?q=weather"],
+        examples: [
+          "GET /v1/agents?skill=translate",
+          "GET /v1/search?q=weather",
+          "GET /.well-known/ai-catalog.json",
+        ],
       },
       {
         id: "agent-publication",
