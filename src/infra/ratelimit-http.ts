@@ -14,8 +14,10 @@ export function endpointClass(method: string, route: string): EndpointClass | un
   if (route === "/oauth/token") return "token";
   if (route.startsWith("/v1/clients") || route.startsWith("/v1/audit") || route.startsWith("/v1/peers"))
     return "admin";
-  if (route.startsWith("/v1/search")) return "search";
-  if (method !== "GET" && method !== "HEAD" && route.startsWith("/v1/agents")) return "write";
+  // The older registry's routes (src/modules/compat) count as their /v1 equivalents.
+  if (route.startsWith("/v1/search") || route === "/agents/search") return "search";
+  const writes = route.startsWith("/v1/agents") || route === "/agents/publish";
+  if (method !== "GET" && method !== "HEAD" && writes) return "write";
   return "read";
 }
 
