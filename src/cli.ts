@@ -21,6 +21,14 @@ const USAGE = `Usage: bun run cli <command>
   clients revoke CLIENT_ID                  revoke a client; its tokens stop working at once
   reindex                                   rebuild the search index from the database (safe while
                                             serving: Elasticsearch gets a new index and an alias swap)
+  import --from URL|DIR [--token T] [--kind registry|a2areg|dir] [--owner CLIENT_ID] [--dry-run]
+                                            import every agent from another registry of this kind (its
+                                            /v1/changes feed; without --token its public agents), the
+                                            older A2AReg registry (/agents/public) or a directory of card
+                                            files; re-runs import only what is new. Owner: --owner, else
+                                            a client named "importer" (created on first use)
+  export --to DIR                           write every agent's card as DIR/<id>.json (exact bytes) and
+                                            an index.json manifest
 
 Scopes: ${SCOPES.join(", ")}. Uses DATABASE_URL, or the embedded database in DATA_DIR when unset;
 ELASTICSEARCH_URL selects Elasticsearch for reindex (else the Postgres search documents are rebuilt).`;
@@ -32,6 +40,8 @@ export type CliOptions = {
   progress?: (done: number, total: number) => void;
   /** Overrides the client ELASTICSEARCH_URL would give (tests pass a fake). */
   elasticsearch?: ElasticsearchClient;
+  /** Sends import's HTTP requests (tests); the global fetch otherwise. */
+  fetch?: (request: Request) => Promise<Response>;
 };
 
 /** A progress reporter for stderr: a bar redrawn in place on a terminal, sparse lines when piped. */
@@ -71,6 +81,8 @@ export async function runCli(
   const known =
     command === "migrate" ||
     command === "reindex" ||
+    command === "import" ||
+    command === "export" ||
     (command === "clients" && ["create", "list", "revoke"].includes(subcommand ?? ""));
   if (!known) {
     out(`Unknown command: ${[command, subcommand].filter(Boolean).join(" ")}\n\n${USAGE}`);
@@ -85,6 +97,25 @@ export async function runCli(
     if (command === "migrate") {
       out(`migrations applied (${database.kind})`);
       return 0;
+    }
+    if (command === "import" || command === "export") {
+      // Loaded on demand: these two build the app's services, the other commands need far less.
+      const commands = await import("./import/cli");
+      const run = command === "import" ? commands.importCommand : commands.exportCommand;
+      try {
+        return await run(argv.slice(1), {
+          config,
+          database,
+          logger,
+          out,
+          progress: options.progress ?? progressReporter(command === "import" ? "cards" : "agents"),
+          elasticsearch: options.elasticsearch,
+          fetch: options.fetch,
+        });
+      } catch (error) {
+        if (error instanceof commands.UsageProblem) throw new UsageError(error.message);
+        throw error;
+      }
     }
     if (command === "reindex") {
       const elasticsearch =
