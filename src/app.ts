@@ -33,6 +33,9 @@ import { createProber } from "./modules/liveness/prober";
 import { livenessRoutes } from "./modules/liveness/routes";
 import { webhookRoutes } from "./modules/webhooks/routes";
 import { createWebhooksService } from "./modules/webhooks/service";
+import { statsRoutes } from "./modules/stats/routes";
+import { createStatsService } from "./modules/stats/service";
+import { webRoutes } from "./modules/web/routes";
 
 /** Everything the app needs from outside, built once at boot (or per test) and passed in. */
 export type Dependencies = {
@@ -46,7 +49,6 @@ export type Dependencies = {
   elasticsearch?: ElasticsearchClient;
   fetchOptions?: Partial<SafeFetchOptions>;
 };
-
 
 export async function createDependencies(
   config: Config,
@@ -166,6 +168,7 @@ export function createApp(deps: Dependencies) {
     ? createFastRead({ config, agents, auth, limiter, metrics, logger })
     : undefined;
   const { tokenRoute, clientRoutes } = authRoutes({ auth, guard, audit, metrics, requests });
+  const web = webRoutes({ logger });
 
   // normalize: false makes `additionalProperties: false` reject unknown fields instead of silently
   // dropping them, so a typo in a request is an error the caller sees.
@@ -207,7 +210,10 @@ export function createApp(deps: Dependencies) {
     .use(webhookRoutes({ webhooks, guard, requests }))
     .use(livenessRoutes({ agents, guard, requests }))
     .use(federationRoutes({ federation, guard, requests }))
-    .use(opsRoutes({ config, database, metrics, logger, agents, guard }));
+    .use(opsRoutes({ config, database, metrics, logger, agents, guard }))
+    .use(statsRoutes({ stats: createStatsService({ database }), guard }))
+    // The discovery web page (/, /agents/:id, /about, /assets/*): rate limited as "read" like any GET.
+    .use(web);
 
   return Object.assign(app, {
     services: {
