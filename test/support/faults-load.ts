@@ -65,6 +65,11 @@ export type LoadOptions = {
   timeoutMs?: number;
   /** Failures kept in full (the rest are only counted). */
   keepFailures?: number;
+  /**
+   * Deleters keep at most this many of the load's agents live (the soak: a bounded working set, so RSS
+   * growth means a leak rather than a bigger data set). Unset: they delete one in ten at most.
+   */
+  maxLive?: number;
 };
 
 /** "2xx", "304", "404 NOT_FOUND", "503 DEPENDENCY_UNAVAILABLE", "network ECONNRESET", "timeout". */
@@ -223,8 +228,10 @@ export function startLoad(options: LoadOptions) {
       }
     },
     delete: async () => {
-      // Keep most of what was published: delete one in ten at most.
-      if (live.length < 10 || deleted.size * 10 >= acked.length) return void (await Bun.sleep(100));
+      // Keep most of what was published (one in ten deleted at most), or keep the live set bounded.
+      const overCap = options.maxLive !== undefined && live.length > options.maxLive;
+      if (live.length < 10 || (!overCap && deleted.size * 10 >= acked.length))
+        return void (await Bun.sleep(100));
       const index = Math.floor(Math.random() * live.length);
       const target = live[index]!;
       if (busy.has(target.id)) return;
