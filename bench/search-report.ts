@@ -2,6 +2,7 @@
 import type { Explained, KindTiming, Scenario, TypoMiss } from "./search";
 import { TYPO_MIN_LENGTH } from "./search-queries";
 import type { SeedTimings } from "./search-seed";
+import type { CpuSample } from "./support/cpu";
 import {
   errorsCell,
   fmtMs,
@@ -55,6 +56,17 @@ export type SearchReport = Pick<
   notes: string[];
 };
 
+/** "3.1 ms (registry 1.2 + Postgres 1.9)" per request. */
+export function cpuText(cpu: CpuSample, requests: number): string {
+  const per = (ms: number) => (requests > 0 ? ms / requests : 0);
+  const total = per(cpu.registryMs + (cpu.postgresMs ?? 0));
+  const parts =
+    cpu.postgresMs === undefined
+      ? `registry, Postgres inside it or not counted`
+      : `registry ${per(cpu.registryMs).toFixed(1)} + Postgres ${per(cpu.postgresMs).toFixed(1)}`;
+  return `${total.toFixed(1)} ms (${parts})`;
+}
+
 const n = (value: number) => Math.round(value).toLocaleString("en-US");
 const pct = (share: number) => `${Math.round(share * 100)}%`;
 
@@ -77,6 +89,7 @@ export function renderSearchSection(report: SearchReport): string {
     "- Before measuring, the bench checks that sampled paths of every kind answer 200 (anonymous and with the token) and that every typo query finds its agent on the first page; it fails otherwise.",
     `- Scenario (e) is the ceiling: a bare \`Bun.serve\` (bench/baseline.ts) answering every path of the mix with a constant JSON body, at ${settings.connections} connections; "x ceiling" is shown only for runs at that connection count. For search it says little: a search is database work, not HTTP overhead.`,
     `- Latencies are wrk's (its histogram, bench/wrk/common.lua); "latency per kind" is measured by the bench's own fetch, one request at a time, after the wrk runs.`,
+    `- "CPU per request" is the CPU time (utime + stime from /proc) the registry process${report.backendKind === "embedded" ? " (PGlite included)" : " and the Postgres backends of the bench database (polled every 50 ms, so very short-lived parallel workers are missed)"} spent during the run, divided by the requests completed: close to the unloaded service time of a CPU-bound request, and much less sensitive to other work on the machine than the latencies.`,
   );
   lines.push(...keyValueLines("Machine", report.machine));
   lines.push(
@@ -122,15 +135,15 @@ export function renderSearchSection(report: SearchReport): string {
     "",
     "### Results",
     "",
-    "| scenario | request | conns | req/s | x ceiling | p50 | p90 | p95 | p99 | max | requests | errors |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    "| scenario | request | conns | req/s | x ceiling | p50 | p90 | p95 | p99 | max | requests | errors | CPU per request |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
   );
   for (const s of report.scenarios) {
     const r = s.result;
     const ratio =
       s.connections === ceiling.connections && s.key !== "e" ? (r.rps / ceiling.result.rps).toFixed(3) : "-";
     lines.push(
-      `| (${s.key}) ${s.label} | \`${s.request}\` | ${s.connections} | ${fmtRps(r.rps)} | ${ratio} | ${fmtMs(r.p50Ms)} | ${fmtMs(r.p90Ms)} | **${fmtMs(r.p95Ms)}** | ${fmtMs(r.p99Ms)} | ${fmtMs(r.maxMs)} | ${n(r.requests)} | ${errorsCell(r)} |`,
+      `| (${s.key}) ${s.label} | \`${s.request}\` | ${s.connections} | ${fmtRps(r.rps)} | ${ratio} | ${fmtMs(r.p50Ms)} | ${fmtMs(r.p90Ms)} | **${fmtMs(r.p95Ms)}** | ${fmtMs(r.p99Ms)} | ${fmtMs(r.maxMs)} | ${n(r.requests)} | ${errorsCell(r)} | ${s.cpu ? cpuText(s.cpu, r.requests) : "-"} |`,
     );
   }
 
@@ -142,12 +155,12 @@ export function renderSearchSection(report: SearchReport): string {
     "",
     'Up to 30 paths of each kind (the first in the file), each requested once, after the wrk runs; counts are remembered per query for ~1 s, so these mostly compute them. "matches" is the mean `total` (empty with facets=false).',
     "",
-    "| kind | n | p50 | p95 | max | matches (mean) | no match |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| kind | n | p50 | p95 | max | CPU per request | matches (mean) | no match |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   );
   for (const t of report.kindTimings)
     lines.push(
-      `| ${t.kind} | ${t.n} | ${fmtMs(t.p50Ms)} | ${fmtMs(t.p95Ms)} | ${fmtMs(t.maxMs)} | ${Number.isNaN(t.meanTotal) ? "-" : n(t.meanTotal)} | ${pct(t.emptyShare)} |`,
+      `| ${t.kind} | ${t.n} | ${fmtMs(t.p50Ms)} | ${fmtMs(t.p95Ms)} | ${fmtMs(t.maxMs)} | ${fmtMs(t.cpuMs / t.n)} | ${Number.isNaN(t.meanTotal) ? "-" : n(t.meanTotal)} | ${pct(t.emptyShare)} |`,
     );
 
   const a = scenario("a")!.result;
@@ -202,6 +215,10 @@ export function renderSearchSection(report: SearchReport): string {
   observations.push(
     `Remembered counts: browsing everything answered from the counts kept for ~1 s (d) runs at ${fmtRps(d.rps)} req/s with p95 ${fmtMs(d.p95Ms)}, against ${fmtRps(c.result.rps)} req/s and p95 ${fmtMs(c.result.p95Ms)} when every request counts (${c.key}, ${c.connections} connection${c.connections > 1 ? "s" : ""}).`,
   );
+  if (d.rps < 2 * c.result.rps)
+    observations.push(
+      "The remembered counts barely helped here: pg.ts stamps an entry with the time its computation started and keeps it fresh for 1 s, so when counting takes about a second or more no later request finds it fresh; and concurrent requests for the same key each compute it (no single-flight).",
+    );
   const slowest = [...report.kindTimings].sort((x, y) => y.p95Ms - x.p95Ms).slice(0, 3);
   observations.push(
     `Slowest kinds one at a time (p95): ${slowest.map((t) => `${t.kind} ${fmtMs(t.p95Ms)}`).join(", ")}; fastest: ${[

@@ -24,10 +24,11 @@ import type { Caller } from "../src/modules/auth/model";
 import { agentIdOf, ORGANIZATIONS, ownerId, TAG_WORDS } from "./search-corpus";
 import { type ExplainedStatement, openExplainer } from "./search-explain";
 import { buildQueryMix, KIND_INFO, type MixPath, QUERY_KINDS, type QueryKind } from "./search-queries";
-import { renderSearchSection, type SearchReport } from "./search-report";
+import { cpuText, renderSearchSection, type SearchReport } from "./search-report";
 import { seedCorpus, verifySeeded } from "./search-seed";
 import { prepareBackend } from "./support/backend";
 import { machineInfo } from "./support/machine";
+import { type CpuSample, cpuMeter } from "./support/cpu";
 import { cleanupAll, freePort, onCleanup, startManaged } from "./support/process";
 import {
   benchCommandLine,
@@ -69,6 +70,8 @@ export type Scenario = {
   request: string;
   connections: number;
   result: WrkResult;
+  /** CPU the registry and Postgres spent during the run (registry runs only). */
+  cpu?: CpuSample;
 };
 export type KindTiming = {
   kind: QueryKind | "browse, consistent=true";
@@ -80,6 +83,8 @@ export type KindTiming = {
   emptyShare: number;
   slowestPath: string;
   slowestAuth: boolean;
+  /** Registry plus Postgres CPU per request (ms), the unloaded service time give or take. */
+  cpuMs: number;
 };
 export type TypoMiss = { query: string; expected: string; got: string[]; total: number };
 export type Explained = {
@@ -199,6 +204,7 @@ async function main() {
   /** What happened during the runs that the figures alone do not say. */
   const notes: string[] = [];
   let registryBase: string | undefined;
+  let meter: ReturnType<typeof cpuMeter> | undefined;
   const measure = async (
     key: string,
     label: string,
@@ -206,11 +212,13 @@ async function main() {
     options: Omit<WrkOptions, "durationS" | "connections" | "threads"> & Partial<WrkOptions>,
   ) => {
     process.stdout.write(`(${key}) ${label} ... `);
-    const result = await runWrk({ ...wrkBase, ...options });
-    scenarios.push({ key, label, request, connections: options.connections ?? settings.connections, result });
+    const run = () => runWrk({ ...wrkBase, ...options });
+    const { value: result, cpu } = meter ? await meter.measure(run) : { value: await run(), cpu: undefined };
+    const connections = options.connections ?? settings.connections;
+    scenarios.push({ key, label, request, connections, result, cpu });
     const errors = result.statusErrors + result.socketErrors;
     console.log(
-      `${fmtRps(result.rps)} req/s, p50 ${fmtMs(result.p50Ms)}, p95 ${fmtMs(result.p95Ms)}, p99 ${fmtMs(result.p99Ms)}, errors ${errors}`,
+      `${fmtRps(result.rps)} req/s, p50 ${fmtMs(result.p50Ms)}, p95 ${fmtMs(result.p95Ms)}, p99 ${fmtMs(result.p99Ms)}, errors ${errors}${cpu ? `, CPU/request ${cpuText(cpu, result.requests)}` : ""}`,
     );
     if (errors > 0)
       notes.push(`(${key}) had ${errors} errors (non-2xx, socket errors or wrk timeouts of 10 s).`);
@@ -331,6 +339,8 @@ async function main() {
 
   // ------------------------------------------------------------------------------- wrk runs
   registryBase = registry.base;
+  meter = cpuMeter(registry.pid, backend.env.DATABASE_URL);
+  onCleanup("close the CPU meter", () => meter?.close());
   const mixArgs = { paths: pathsFile, token, threads: settings.threads };
   await runWrk({
     ...wrkBase,
@@ -360,7 +370,11 @@ async function main() {
   // At many connections a query that takes longer than the run only queues (and on PGlite, whose one
   // connection runs statements in turn, delays everything after it): not worth measuring then.
   const queuedMs = (c1.p50Ms * settings.connections) / (onPostgres ? 2 : 1);
-  if (queuedMs > settings.durationS * 1000)
+  if (c1.requests === 0)
+    notes.push(
+      `(c) not run: not one counted browse finished within the ${settings.durationS} s of (c1), so ${settings.connections} connections would only queue.`,
+    );
+  else if (queuedMs > settings.durationS * 1000)
     notes.push(
       `(c) not run: one counted browse takes ${fmtMs(c1.p50Ms)} (c1), so ${settings.connections} connections would only queue (about ${(queuedMs / 1000).toFixed(0)} s of work per round).`,
     );
@@ -397,10 +411,12 @@ async function main() {
   ];
   for (const [kind, entries] of perKind) {
     const samples: Array<{ ms: number; entry: MixPath; total: number }> = [];
-    for (const entry of entries) {
-      const { ms, body } = await get(entry);
-      samples.push({ ms, entry, total: body.total });
-    }
+    const { cpu } = await meter!.measure(async () => {
+      for (const entry of entries) {
+        const { ms, body } = await get(entry);
+        samples.push({ ms, entry, total: body.total });
+      }
+    });
     const sorted = samples.map((s) => s.ms).sort((a, b) => a - b);
     const slowest = samples.reduce((a, b) => (b.ms > a.ms ? b : a));
     const withTotals = samples.filter((s) => s.entry.path.includes("facets=false") === false);
@@ -418,6 +434,7 @@ async function main() {
         samples.length,
       slowestPath: slowest.entry.path,
       slowestAuth: slowest.entry.auth,
+      cpuMs: cpu.registryMs + (cpu.postgresMs ?? 0),
     });
   }
   console.log("done");
