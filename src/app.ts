@@ -36,6 +36,8 @@ import { createWebhooksService } from "./modules/webhooks/service";
 import { statsRoutes } from "./modules/stats/routes";
 import { createStatsService } from "./modules/stats/service";
 import { webRoutes } from "./modules/web/routes";
+import { catalogRoutes } from "./modules/catalog/routes";
+import { compatRoutes } from "./modules/compat/routes";
 
 /** Everything the app needs from outside, built once at boot (or per test) and passed in. */
 export type Dependencies = {
@@ -212,8 +214,13 @@ export function createApp(deps: Dependencies) {
     .use(federationRoutes({ federation, guard, requests }))
     .use(opsRoutes({ config, database, metrics, logger, agents, guard }))
     .use(statsRoutes({ stats: createStatsService({ database }), guard }))
+    .use(catalogRoutes({ config, database }))
     // The discovery web page (/, /agents/:id, /about, /assets/*): rate limited as "read" like any GET.
-    .use(web);
+    .use(web)
+    // The older registry's routes. GET /agents/:id is shared with the web page: it answers JSON to API
+    // clients and hands browsers to the page. Registered after the page, since a served app routes a
+    // path registered twice to the last registration (app.handle to the first).
+    .use(compatRoutes({ config, database, agents, search, guard, requests, htmlPage: (r) => web.handle(r) }));
 
   return Object.assign(app, {
     services: {
