@@ -155,7 +155,9 @@ for (const backend of BACKENDS) {
           await t.request("/v1/search?signature=none"),
         );
         expect(none.items.map((i) => i.agent.id)).toContain(record.id);
-        const listed = await json<{ items: Record_[] }>(await t.request("/v1/agents?signature=valid&limit=100"));
+        const listed = await json<{ items: Record_[] }>(
+          await t.request("/v1/agents?signature=valid&limit=100"),
+        );
         expect(listed.items.length).toBe(valid.items.length);
         expect(listed.items.every((agent) => agent.signature === "valid")).toBe(true);
         expect((await t.request("/v1/agents?signature=forged")).status).toBe(400);
