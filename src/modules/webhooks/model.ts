@@ -48,7 +48,7 @@ export const CreatedWebhook = t.Composite([
   t.Object({
     secret: t.String({
       description:
-        "HMAC-SHA256 key for the X-A2A-Signature header (t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">); shown once",
+        "HMAC-SHA256 key for the X-A2A-Signature header (t=<unix seconds>,v1=<hex HMAC-SHA256 of <t>.<body>); shown once",
     }),
   }),
 ]);
