@@ -142,7 +142,9 @@ describe.skipIf(!available)("fault injection: Redis and Postgres killed under lo
           200,
         ),
       ).toBe(true);
-      // ... and within a while the limiter stops falling back and the cache hits Redis again.
+      // ... and within a while the limiter stops falling back and cache writes through to Redis without
+      // errors (publishes keep flowing). Reads stay on L1 until its entries expire (30 s), so Redis
+      // read counts say nothing here; the keys the empty Redis holds again below do.
       let recovered = false;
       for (let attempt = 0; attempt < 15 && !recovered; attempt++) {
         const m1 = await metricsText(registry.base);
@@ -154,20 +156,19 @@ describe.skipIf(!available)("fault injection: Redis and Postgres killed under lo
         const errors =
           metricSum(m2, "a2a_registry_cache_requests_total", { layer: "redis", result: "error" }) -
           metricSum(m1, "a2a_registry_cache_requests_total", { layer: "redis", result: "error" });
-        const redisReads =
-          metricSum(m2, "a2a_registry_cache_requests_total", { layer: "redis", result: "hit" }) +
-          metricSum(m2, "a2a_registry_cache_requests_total", { layer: "redis", result: "miss" }) -
-          metricSum(m1, "a2a_registry_cache_requests_total", { layer: "redis", result: "hit" }) -
-          metricSum(m1, "a2a_registry_cache_requests_total", { layer: "redis", result: "miss" });
-        recovered = fallbacks === 0 && errors === 0 && redisReads > 0;
+        recovered = fallbacks === 0 && errors === 0;
       }
       expect(recovered).toBe(true);
       // What the restarted (empty) Redis holds again: limiter buckets and cached agents.
       const direct = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
       await direct.connect();
       try {
-        expect((await direct.keys("a2a:rl:*")).length).toBeGreaterThan(0);
-        expect((await direct.keys("a2a:agent:*")).length).toBeGreaterThan(0);
+        expect(await eventually(async () => (await direct.keys("a2a:rl:*")).length > 0, 10_000, 100)).toBe(
+          true,
+        );
+        expect(await eventually(async () => (await direct.keys("a2a:agent:*")).length > 0, 10_000, 100)).toBe(
+          true,
+        );
       } finally {
         direct.disconnect();
       }
