@@ -85,6 +85,15 @@ export function clientIp(
   return server?.requestIP(request)?.address ?? null;
 }
 
+/**
+ * Bun's idleTimeout for the server (src/index.ts): a connection whose request has not been answered
+ * within this many seconds is closed. Bun does not restart the timer for body bytes, so a body sent a
+ * byte at a time is cut off after this long, like a silent one. Long enough for the slowest honest
+ * request (a peer validated with three outbound calls, or a card fetched by URL), short enough that a
+ * slowloris holds a connection for half a minute at most.
+ */
+export const REQUEST_IDLE_TIMEOUT_SECONDS = 30;
+
 /** Reads a body up to `limit` bytes, failing as soon as the stream passes it, without buffering the rest. */
 export async function readBodyText(request: Request, limit: number): Promise<string> {
   if (!request.body) return "";
@@ -92,12 +101,25 @@ export async function readBodyText(request: Request, limit: number): Promise<str
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    let chunk: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      chunk = await reader.read();
+    } catch {
+      // The client went away or Bun's idleTimeout closed a body that trickled in too slowly: the
+      // caller's fault, not a server error (nobody may be left to read this answer).
+      throw new ApiError("VALIDATION_FAILED", "The request body was not received completely", {
+        headers: { connection: "close" },
+      });
+    }
+    const { done, value } = chunk;
     if (done) break;
     total += value.byteLength;
     if (total > limit) {
       await reader.cancel().catch(() => {});
-      throw new ApiError("PAYLOAD_TOO_LARGE", `Request body exceeds ${limit} bytes`);
+      // The rest is never read: the connection closes after this answer rather than draining it.
+      throw new ApiError("PAYLOAD_TOO_LARGE", `Request body exceeds ${limit} bytes`, {
+        headers: { connection: "close" },
+      });
     }
     chunks.push(value);
   }
@@ -109,9 +131,64 @@ export async function readBodyText(request: Request, limit: number): Promise<str
   }
 }
 
+/**
+ * Deepest nesting of arrays and objects a JSON request body may have. Far above any real body (a card
+ * may nest 32 levels: CARD_LIMITS.depth), and low enough that recursive code downstream (validation,
+ * and the validation error that serialises the value it rejects) cannot exhaust the stack.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether JSON text nests deeper than `max` (strings skipped); linear and iterative. */
+export function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c) i++;
+        else if (d === 0x22) break;
+      }
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/**
+ * The path (JSON pointer under `base`) of the first string, key or value, that Postgres cannot store
+ * as text: one holding U+0000 (NUL) or a lone surrogate (not Unicode, so not UTF-8). Iterative.
+ */
+export function unstorableStringPath(value: unknown, base: string): string | undefined {
+  const bad = (s: string) => s.includes("\0") || !s.isWellFormed();
+  const stack: Array<[unknown, string]> = [[value, base]];
+  while (stack.length > 0) {
+    const [node, path] = stack.pop()!;
+    if (typeof node === "string") {
+      if (bad(node)) return path;
+    } else if (Array.isArray(node)) {
+      for (let i = node.length - 1; i >= 0; i--) stack.push([node[i], `${path}/${i}`]);
+    } else if (node !== null && typeof node === "object") {
+      for (const [key, child] of Object.entries(node)) {
+        const childPath = `${path}/${key.replaceAll("~", "~0").replaceAll("/", "~1")}`;
+        if (bad(key)) return childPath;
+        stack.push([child, childPath]);
+      }
+    }
+  }
+  return undefined;
+}
+
+const unstorable = (path: string) =>
+  new ApiError("VALIDATION_FAILED", `${path} holds a NUL character or a lone surrogate`, {
+    errors: [{ path, message: "NUL characters and lone surrogates are not accepted" }],
+  });
+
 function formToObject(text: string): Record<string, string | string[]> {
   const result: Record<string, string | string[]> = Object.create(null);
   for (const [key, value] of new URLSearchParams(text)) {
+    if (key.includes("\0") || value.includes("\0")) throw unstorable(`/body/${key.replaceAll("\0", "")}`);
     const existing = result[key];
     if (existing === undefined) result[key] = value;
     else result[key] = Array.isArray(existing) ? [...existing, value] : [existing, value];
@@ -221,6 +298,12 @@ export function webPipeline(deps: {
         set.headers["x-request-id"] = state.requestId;
         const path = request.url.slice(request.url.indexOf("/", 8));
         if (path.startsWith("/docs")) set.headers["content-security-policy"] = DOCS_CSP;
+        // U+0000 can be in no stored value or key (Postgres text cannot hold it): refused for every route.
+        const nul = path.search(/%00/i);
+        if (nul >= 0) {
+          const query = path.indexOf("?");
+          throw unstorable(query >= 0 && query < nul ? "/query" : "/params");
+        }
 
         const declared = request.headers.get("content-length");
         // Thrown rather than returned so the error handler, access log and metrics see it like any error.
@@ -238,11 +321,23 @@ export function webPipeline(deps: {
           rawBodies.set(request, text);
           if (text.trim() === "")
             throw new ApiError("VALIDATION_FAILED", "Request body is empty; expected JSON");
+          if (nestsDeeperThan(text, MAX_JSON_DEPTH))
+            throw new ApiError(
+              "VALIDATION_FAILED",
+              `Request body nests deeper than ${MAX_JSON_DEPTH} levels`,
+              {
+                errors: [{ path: "/body", message: `Nesting deeper than ${MAX_JSON_DEPTH} levels` }],
+              },
+            );
+          let value: unknown;
           try {
-            return JSON.parse(text);
+            value = JSON.parse(text);
           } catch {
             throw new ApiError("VALIDATION_FAILED", "Request body is not valid JSON");
           }
+          const unsafe = unstorableStringPath(value, "/body");
+          if (unsafe !== undefined) throw unstorable(unsafe);
+          return value;
         }
         if (type === "application/x-www-form-urlencoded") {
           return formToObject(await readBodyText(request, config.maxBodyBytes));

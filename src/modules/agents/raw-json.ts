@@ -90,3 +90,55 @@ export function topLevelMemberText(json: string, key: string): string | undefine
     else return undefined;
   }
 }
+
+/**
+ * The JSON pointer (RFC 6901) of the first member whose name repeats an earlier one in the same object,
+ * or undefined when every object's names are unique (I-JSON, RFC 7493). A card is stored and served as
+ * its exact text, so a duplicated name would let readers that keep the first occurrence see another
+ * card than the one validated here (JSON.parse keeps the last), and RFC 8785, which card signatures
+ * canonicalise with, is only defined over I-JSON. Expects text JSON.parse accepted; iterative.
+ */
+export function duplicateMemberPath(json: string): string | undefined {
+  type Frame = { keys: Set<string> | null; path: string; key: string; index: number };
+  const stack: Frame[] = [];
+  const pointerEscape = (name: string) => name.replaceAll("~", "~0").replaceAll("/", "~1");
+  const childPath = () => {
+    const top = stack.at(-1);
+    if (!top) return "";
+    return top.keys ? `${top.path}/${pointerEscape(top.key)}` : `${top.path}/${top.index}`;
+  };
+  let expectKey = false;
+  const n = json.length;
+  for (let i = 0; i < n; i++) {
+    const c = json.charCodeAt(i);
+    if (c === 0x22) {
+      const start = i;
+      for (i++; i < n; i++) {
+        const d = json.charCodeAt(i);
+        if (d === 0x5c) i++;
+        else if (d === 0x22) break;
+      }
+      const top = stack.at(-1);
+      if (top?.keys && expectKey) {
+        const name = JSON.parse(json.slice(start, i + 1)) as string;
+        if (top.keys.has(name)) return `${top.path}/${pointerEscape(name)}`;
+        top.keys.add(name);
+        top.key = name;
+        expectKey = false;
+      }
+    } else if (c === 0x7b) {
+      stack.push({ keys: new Set(), path: childPath(), key: "", index: 0 });
+      expectKey = true;
+    } else if (c === 0x5b) {
+      stack.push({ keys: null, path: childPath(), key: "", index: 0 });
+      expectKey = false;
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+    } else if (c === 0x2c) {
+      const top = stack.at(-1);
+      if (top?.keys) expectKey = true;
+      else if (top) top.index++;
+    }
+  }
+  return undefined;
+}

@@ -13,6 +13,7 @@ import { clientsRepo } from "../auth/repo";
 import type { Caller } from "../auth/model";
 import type { WebhookEvent } from "../webhooks/model";
 import { analyzeCard, cardHash } from "./card";
+import { duplicateMemberPath } from "./raw-json";
 import { createSignatureVerifier } from "./signatures";
 import type { ListFilters, PatchInput, PublishInput } from "./model";
 import { type AgentInsert, agentsRepo, UUID_PATTERN } from "./repo";
@@ -238,6 +239,20 @@ export function createAgentsService(deps: AgentsDeps) {
   }
 
   function analyze(input: CardInput) {
+    const duplicate = duplicateMemberPath(input.cardText);
+    if (duplicate !== undefined)
+      throw new ApiError(
+        "INVALID_AGENT_CARD",
+        `The Agent Card is invalid: ${duplicate} Duplicated member name`,
+        {
+          errors: [
+            {
+              path: duplicate,
+              message: "Duplicated member name: a card's member names must be unique (RFC 7493)",
+            },
+          ],
+        },
+      );
     const analysis = analyzeCard(input.card);
     if (!analysis.ok)
       throw new ApiError(
@@ -674,6 +689,12 @@ export function createAgentsService(deps: AgentsDeps) {
         ...base,
       };
     };
+    const duplicate = duplicateMemberPath(fetched.cardText);
+    if (duplicate !== undefined)
+      return recordDrift(
+        `the card at cardUrl has a duplicated member name at ${duplicate}`,
+        current.latestVersion,
+      );
     const analysis = analyzeCard(fetched.card);
     if (!analysis.ok)
       return recordDrift(
