@@ -6,6 +6,7 @@ import { openDatabase } from "./infra/db/client";
 import { createAudit } from "./infra/audit";
 import { createLogger } from "./infra/logger";
 import { createMetrics } from "./infra/metrics";
+import { REQUEST_IDLE_TIMEOUT_SECONDS } from "./infra/web";
 import { createAuthService } from "./modules/auth/service";
 
 /** Set in the processes a supervisor starts: they serve, the supervisor does not. */
@@ -122,8 +123,14 @@ async function main() {
   app.listen({
     port: config.port,
     hostname: config.host,
-    // Backstop only: the pipeline answers 413 as problem+json before Bun's own limit is reached.
-    maxRequestBodySize: config.maxBodyBytes * 2,
+    // Not Bun's limit: for a declared Content-Length above it Bun answers a bare 413 before the app sees
+    // the request. The pipeline refuses a declared length past MAX_BODY_BYTES with a problem+json 413
+    // without reading, reads bodies only through its bounded stream reader, and Bun closes the
+    // connection of a request whose body the app left unread; so nothing is buffered past the limit.
+    maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+    // A request not answered this long after it began is dropped, however its bytes trickle in: Bun's
+    // idle timer is not reset by body bytes, so this also bounds slowloris-style slow bodies.
+    idleTimeout: REQUEST_IDLE_TIMEOUT_SECONDS,
     reusePort: process.env[WORKER_ENV] !== undefined,
   });
   logger.info(
