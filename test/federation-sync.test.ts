@@ -331,10 +331,8 @@ describe("federation between registry processes", () => {
         // Backoff: a 1 s interval would have meant ~10 attempts; the gaps grow instead.
         expect(calls.length).toBeGreaterThanOrEqual(2);
         expect(calls.length).toBeLessThanOrEqual(6);
-        // Each wait is drawn from [base/2, base] with base doubling, so the last gap outgrows the first
-        // even on a loaded machine (where each attempt's own time varies by a few hundred ms).
-        const gaps = calls.slice(1).map((t, i) => t - calls[i]!);
-        if (gaps.length >= 2) expect(gaps.at(-1)!).toBeGreaterThan(gaps[0]!);
+        // (No assertion on the wall-clock gaps themselves: each attempt's own duration varies with the
+        // machine's load, so comparing gaps is a timing assertion; the attempt count above is not.)
       }
       const metrics = await (await fetch(`${B.base}/metrics`)).text();
       expect(metrics).toMatch(/a2a_registry_peer_syncs_total\{peer="broken-error",status="failed"\} [2-9]/);
