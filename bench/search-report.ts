@@ -58,6 +58,7 @@ export type SearchReport = Pick<
 
 /** "3.1 ms (registry 1.2 + Postgres 1.9)" per request. */
 export function cpuText(cpu: CpuSample, requests: number): string {
+  if (requests === 0) return "- (no request finished)";
   const per = (ms: number) => (requests > 0 ? ms / requests : 0);
   const total = per(cpu.registryMs + (cpu.postgresMs ?? 0));
   const parts =
@@ -140,10 +141,11 @@ export function renderSearchSection(report: SearchReport): string {
   );
   for (const s of report.scenarios) {
     const r = s.result;
+    const ms = (value: number) => (r.requests === 0 ? "-" : fmtMs(value));
     const ratio =
       s.connections === ceiling.connections && s.key !== "e" ? (r.rps / ceiling.result.rps).toFixed(3) : "-";
     lines.push(
-      `| (${s.key}) ${s.label} | \`${s.request}\` | ${s.connections} | ${fmtRps(r.rps)} | ${ratio} | ${fmtMs(r.p50Ms)} | ${fmtMs(r.p90Ms)} | **${fmtMs(r.p95Ms)}** | ${fmtMs(r.p99Ms)} | ${fmtMs(r.maxMs)} | ${n(r.requests)} | ${errorsCell(r)} | ${s.cpu ? cpuText(s.cpu, r.requests) : "-"} |`,
+      `| (${s.key}) ${s.label} | \`${s.request}\` | ${s.connections} | ${fmtRps(r.rps)} | ${ratio} | ${ms(r.p50Ms)} | ${ms(r.p90Ms)} | **${ms(r.p95Ms)}** | ${ms(r.p99Ms)} | ${ms(r.maxMs)} | ${n(r.requests)} | ${errorsCell(r)} | ${s.cpu ? cpuText(s.cpu, r.requests) : "-"} |`,
     );
   }
 
@@ -165,8 +167,15 @@ export function renderSearchSection(report: SearchReport): string {
 
   const a = scenario("a")!.result;
   const b = scenario("b")!.result;
-  const statusA = targetStatus(report, a.p95Ms);
-  const statusB = targetStatus(report, b.p95Ms);
+  // No request finished within the run: wrk has no latency to report, and the target cannot be met.
+  const statusOf = (r: typeof a) =>
+    r.requests === 0 ? targetStatus(report, Infinity) : targetStatus(report, r.p95Ms);
+  const measured = (r: typeof a) =>
+    r.requests === 0
+      ? `no request finished within ${settings.durationS} s`
+      : `p95 ${fmtMs(r.p95Ms)} at ${fmtRps(r.rps)} req/s`;
+  const statusA = statusOf(a);
+  const statusB = statusOf(b);
   const why =
     report.target.onPostgres && settings.agents >= report.target.agents
       ? ""
@@ -179,8 +188,8 @@ export function renderSearchSection(report: SearchReport): string {
     "",
     "| target | measured | result |",
     "| --- | --- | --- |",
-    `| search p95 < ${report.target.ms} ms with ${n(report.target.agents)} agents on Postgres: the mix at ${settings.connections} connections | p95 ${fmtMs(a.p95Ms)} at ${fmtRps(a.rps)} req/s${why} | ${statusA} |`,
-    `| the same, unloaded: the mix at 1 connection | p95 ${fmtMs(b.p95Ms)} at ${fmtRps(b.rps)} req/s${why} | ${statusB} |`,
+    `| search p95 < ${report.target.ms} ms with ${n(report.target.agents)} agents on Postgres: the mix at ${settings.connections} connections | ${measured(a)}${why} | ${statusA} |`,
+    `| the same, unloaded: the mix at 1 connection | ${measured(b)}${why} | ${statusB} |`,
   );
 
   if (report.explained.length > 0) {

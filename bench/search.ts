@@ -16,7 +16,7 @@
  * BENCH_THREADS (2), BENCH_WARMUP (3 s), BENCH_SEARCH_SEED_CONCURRENCY (4; PGlite always 1),
  * BENCH_OUTPUT (BENCHMARKS.md). Everything listens on and talks to 127.0.0.1 only.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { openDatabase } from "../src/infra/db/client";
@@ -508,17 +508,34 @@ async function main() {
   };
   const key = `search-${backend.kind}`;
   writeSection(settings.output, key, renderSearchSection(report));
+  // Kept outside the checkout: `bun bench/search.ts --render <file>` rewrites the section from it after a
+  // change to the report's wording, without measuring again.
+  const saved = join(tmpdir(), `a2a-bench-search-${backend.kind.replace(/\W/g, "-")}-${runId}.json`);
+  writeFileSync(saved, JSON.stringify(report));
   const mixLoaded = scenarios.find((s) => s.key === "a")!.result;
   console.log("");
   console.log(
     `target p95 < ${TARGET_MS} ms: (a) p95 ${fmtMs(mixLoaded.p95Ms)} at ${settings.connections} connections, (b) p95 ${fmtMs(scenarios.find((s) => s.key === "b")!.result.p95Ms)} at 1`,
   );
-  console.log(`backend: ${backend.kind}; wrote ${settings.output} (section "${key}")`);
+  console.log(
+    `backend: ${backend.kind}; wrote ${settings.output} (section "${key}"); report data in ${saved}`,
+  );
+}
+
+/** `--render <report.json>`: the section again from a saved run, e.g. after a wording change. */
+function render(file: string) {
+  const report = JSON.parse(readFileSync(file, "utf8")) as SearchReport;
+  report.startedAt = new Date(report.startedAt);
+  const output = resolve(REPO, process.env.BENCH_OUTPUT || "BENCHMARKS.md");
+  writeSection(output, `search-${report.backendKind}`, renderSearchSection(report));
+  console.log(`rewrote section "search-${report.backendKind}" of ${output} from ${file}`);
 }
 
 let exitCode = 0;
 try {
-  await main();
+  const renderAt = process.argv.indexOf("--render");
+  if (renderAt >= 0) render(process.argv[renderAt + 1] ?? "");
+  else await main();
 } catch (error) {
   console.error(`\nbench failed: ${error instanceof Error ? error.message : error}`);
   exitCode = 1;
