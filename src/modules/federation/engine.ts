@@ -189,6 +189,7 @@ export function createSyncEngine(deps: {
     let lagChanges: number | null = 0;
     let unapplied: PreparedPage | undefined;
     let heardFrom = false;
+    let refreshing: Promise<void> = Promise.resolve();
     let outcome: { status: RunReport["status"]; error: string | null } = { status: "success", error: null };
     let keepSchedule = false;
     let peerGone = false;
@@ -233,8 +234,10 @@ export function createSyncEngine(deps: {
             "federation: record skipped",
           );
         cursor = page.nextSince;
+        // Caches and search catch up with this page while the next one is written; at most one behind.
+        await refreshing;
         if (applied.changedIds.length > 0)
-          await hooks
+          refreshing = hooks
             .changed(applied.changedIds)
             .catch((error) =>
               logger.warn({ err: error, peer: peer.name }, "federation: cache refresh after a page failed"),
@@ -272,6 +275,7 @@ export function createSyncEngine(deps: {
       }
     }
 
+    await refreshing;
     const failures = outcome.status === "failed" ? peer.failures + 1 : 0;
     const nextSyncInMs = keepSchedule
       ? null

@@ -12,11 +12,11 @@
  * crash before commit leaves nothing applied and the page is read again; a second instance that got
  * the same page (a lost advisory lock, say) finds the cursor moved and applies nothing.
  */
-import { and, eq, getTableColumns, inArray, isNull, lt, sql } from "drizzle-orm";
+import { and, eq, inArray, isNull, lt, sql } from "drizzle-orm";
 import postgres from "postgres";
 import type { Config } from "../../config";
-import type { Database } from "../../infra/db/client";
-import { agents, agentVersions, peerSyncs, peers } from "../../infra/db/schema";
+import type { Database, Executor } from "../../infra/db/client";
+import { agents, peerSyncs, peers } from "../../infra/db/schema";
 import { searchDocument } from "../agents/repo";
 import { decryptSecret } from "./crypto";
 import { copyId, FeedFormatError, type PreparedPage } from "./page";
@@ -88,7 +88,15 @@ export interface SyncStore {
   close(): Promise<void>;
 }
 
-const COPY_COLUMNS = [
+/** The incoming rows' shape inside the upsert (json_to_recordset column list). */
+const INCOMING_COLUMNS = `id uuid, origin_id text, name text, description text, url text, visibility text,
+  status text, status_message text, generation text, protocol_version text, latest_version text,
+  card_raw text, card_hash text, skills text[], tags text[], input_modes text[], output_modes text[],
+  facet_keys text[], streaming boolean, provider text, signature text, health text, checked_at timestamptz,
+  created_at timestamptz, updated_at timestamptz`;
+
+/** Columns an upsert takes from the incoming copy (all of them: the peer's record is the truth). */
+const UPDATED_COLUMNS = [
   "name",
   "description",
   "url",
@@ -116,14 +124,86 @@ const COPY_COLUMNS = [
   "deleted_at",
   "seq",
   "search_doc",
-] as const;
+];
 
-/** `excluded.<column>` for every copy column: an upsert takes all of them from the incoming row. */
-const takeIncoming = Object.fromEntries(
-  Object.entries(getTableColumns(agents))
-    .filter(([, column]) => (COPY_COLUMNS as readonly string[]).includes(column.name))
-    .map(([key, column]) => [key, sql.raw(`excluded."${column.name}"`)]),
-);
+/**
+ * Writes a page's copies in one statement: the rows travel as one JSON parameter (building a
+ * 500-row, 30-column insert in the driver cost more than running it), the card text becomes jsonb in
+ * the database, the version row is added from what was written, and the pre-existing state counts
+ * which copies were new. Returns how many existed live before.
+ */
+async function upsertCopies(
+  database: Database,
+  executor: Executor,
+  registry: string,
+  upserts: PreparedPage["upserts"],
+): Promise<{ updated: number }> {
+  const rows = upserts.map(({ originId, columns: c }) => ({
+    id: copyId(registry, originId),
+    origin_id: originId,
+    name: c.name,
+    description: c.description,
+    url: c.url,
+    visibility: c.visibility,
+    status: c.status,
+    status_message: c.statusMessage,
+    generation: c.generation,
+    protocol_version: c.protocolVersion,
+    latest_version: c.latestVersion,
+    card_raw: c.cardRaw,
+    card_hash: c.cardHash,
+    skills: c.skills,
+    tags: c.tags,
+    input_modes: c.inputModes,
+    output_modes: c.outputModes,
+    facet_keys: c.facetKeys,
+    streaming: c.streaming,
+    provider: c.provider,
+    signature: c.signature,
+    health: c.health,
+    checked_at: c.checkedAt,
+    created_at: c.createdAt,
+    updated_at: c.updatedAt,
+  }));
+  const searchDoc = searchDocument({
+    name: sql`r.name`,
+    description: sql`r.description`,
+    skillText: sql`array_to_string(r.skills || r.tags, ' ')`,
+  });
+  const result = await database.rows<{ updated: number }>(
+    sql`with incoming as (
+          select * from json_to_recordset(${JSON.stringify(rows)}::json) as r(${sql.raw(INCOMING_COLUMNS)})
+        ),
+        existing as (
+          select a.origin_id from agents a
+          where a.origin_registry = ${registry} and a.deleted_at is null
+            and a.origin_id in (select origin_id from incoming)
+        ),
+        upserted as (
+          insert into agents (id, owner, name, description, url, card_url, visibility, status, status_message,
+            generation, protocol_version, latest_version, card, card_raw, card_hash, skills, tags, input_modes,
+            output_modes, facet_keys, streaming, provider, signature, health, checked_at, origin_registry,
+            origin_id, seq, created_at, updated_at, deleted_at, search_doc)
+          select r.id, null, r.name, r.description, r.url, null, r.visibility, r.status, r.status_message,
+            r.generation, r.protocol_version, r.latest_version, r.card_raw::jsonb, r.card_raw, r.card_hash,
+            r.skills, r.tags, r.input_modes, r.output_modes, r.facet_keys, r.streaming, r.provider, r.signature,
+            r.health, r.checked_at, ${registry}, r.origin_id, nextval('agent_seq'), r.created_at, r.updated_at,
+            null, ${searchDoc}
+          from incoming r
+          on conflict (origin_registry, origin_id) where origin_registry is not null do update set
+            ${sql.raw(UPDATED_COLUMNS.map((c) => `"${c}" = excluded."${c}"`).join(", "))}
+          returning id, latest_version, card, card_raw, card_hash
+        ),
+        versions as (
+          insert into agent_versions (agent_id, version, card, card_raw, card_hash)
+          select id, latest_version, card, card_raw, card_hash from upserted
+          on conflict (agent_id, version) do nothing
+        )
+        select (select count(*) from existing)::int as updated`,
+    executor,
+  );
+  return { updated: Number(result[0]?.updated ?? 0) };
+}
 
 export function createSyncStore(deps: {
   config: Config;
@@ -284,80 +364,12 @@ export function createSyncStore(deps: {
       let removed = 0;
       const changedIds: string[] = [];
       if (registry !== null) {
-        const origins = [...page.upserts.map((u) => u.originId), ...page.deletes];
-        const live = new Map<string, boolean>();
-        if (origins.length > 0) {
-          const existing = await tx
-            .select({ originId: agents.originId, live: sql<boolean>`${agents.deletedAt} is null` })
-            .from(agents)
-            .where(and(eq(agents.originRegistry, registry), inArray(agents.originId, origins)));
-          for (const e of existing) live.set(e.originId!, e.live);
-        }
         if (page.upserts.length > 0) {
           const reg = registry;
-          const values = page.upserts.map(({ originId, columns: c }) => ({
-            id: copyId(reg, originId),
-            owner: null,
-            name: c.name,
-            description: c.description,
-            url: c.url,
-            cardUrl: null,
-            visibility: c.visibility,
-            status: c.status,
-            statusMessage: c.statusMessage,
-            generation: c.generation,
-            protocolVersion: c.protocolVersion,
-            latestVersion: c.latestVersion,
-            card: sql`${c.cardRaw}::jsonb`,
-            cardRaw: c.cardRaw,
-            cardHash: c.cardHash,
-            skills: c.skills,
-            tags: c.tags,
-            inputModes: c.inputModes,
-            outputModes: c.outputModes,
-            facetKeys: c.facetKeys,
-            streaming: c.streaming,
-            provider: c.provider,
-            signature: c.signature,
-            health: c.health,
-            checkedAt: c.checkedAt ? new Date(c.checkedAt) : null,
-            originRegistry: reg,
-            originId,
-            seq: sql`nextval('agent_seq')`,
-            createdAt: new Date(c.createdAt),
-            updatedAt: new Date(c.updatedAt),
-            deletedAt: null,
-            searchDoc: searchDocument({
-              name: c.name,
-              description: c.description,
-              skillText: [...c.skills, ...c.tags].join(" "),
-            }),
-          }));
-          await tx
-            .insert(agents)
-            .values(values as never)
-            .onConflictDoUpdate({
-              target: [agents.originRegistry, agents.originId],
-              targetWhere: sql`${agents.originRegistry} is not null`,
-              set: takeIncoming as never,
-            });
-          await tx
-            .insert(agentVersions)
-            .values(
-              page.upserts.map(({ originId, columns: c }) => ({
-                agentId: copyId(reg, originId),
-                version: c.latestVersion,
-                card: sql`${c.cardRaw}::jsonb`,
-                cardRaw: c.cardRaw,
-                cardHash: c.cardHash,
-              })) as never,
-            )
-            .onConflictDoNothing({ target: [agentVersions.agentId, agentVersions.version] });
-          for (const { originId } of page.upserts) {
-            if (live.get(originId) === true) updated++;
-            else added++;
-            changedIds.push(copyId(reg, originId));
-          }
+          const written = await upsertCopies(database, tx, reg, page.upserts);
+          updated = written.updated;
+          added = page.upserts.length - written.updated;
+          for (const { originId } of page.upserts) changedIds.push(copyId(reg, originId));
         }
         if (page.deletes.length > 0) {
           const gone = await tx
