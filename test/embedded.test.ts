@@ -65,7 +65,7 @@ function startServer(dataDir: string, port: number, logLevel = "warn"): Server {
   return { proc, base: `http://127.0.0.1:${port}`, output: () => text };
 }
 
-async function waitHealthy(server: Server, timeoutMs = 30_000) {
+async function waitHealthy(server: Server, timeoutMs = 90_000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (server.proc.exitCode !== null)
@@ -176,7 +176,7 @@ describe("embedded instance (PGlite in DATA_DIR)", () => {
 
     const secondCode = await stopServer(second);
     expect(secondCode).toBe(0);
-  }, 90_000);
+  }, 200_000);
 
   test("security: secrets never appear in the server's own output", async () => {
     const dataDir = tempDir("a2a-embedded-log-");
@@ -194,7 +194,7 @@ describe("embedded instance (PGlite in DATA_DIR)", () => {
     expect(output).toContain('"route":"/v1/audit"');
     expect(output).not.toContain(ADMIN_SECRET);
     expect(output).not.toContain(token);
-  }, 60_000);
+  }, 120_000);
 });
 
 describe("graceful shutdown", () => {
@@ -237,7 +237,7 @@ describe("graceful shutdown", () => {
     } finally {
       await slowHost.stop(true);
     }
-  }, 90_000);
+  }, 150_000);
 });
 
 describe("bun run db:migrate", () => {
