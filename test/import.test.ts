@@ -530,6 +530,12 @@ async function cli(args: string[], dataDir: string): Promise<CliResult> {
   return { code, stdout, stderr };
 }
 
+/**
+ * Each test spawns CLI processes that open the embedded database and build the app's services: on a
+ * loaded machine that takes a while, so these tests get a generous time limit (never an assertion).
+ */
+const SPAWNS = 240_000;
+
 describe("bun run cli import / export [pglite in DATA_DIR]", () => {
   let source: TestApp;
   let sourceUrl: string;
@@ -563,87 +569,121 @@ describe("bun run cli import / export [pglite in DATA_DIR]", () => {
         });
       texts.push(text);
     }
-  });
+    // The embedded database is created and migrated once here, not inside the first timed test.
+    const migrated = await cli(["migrate"], dataDir);
+    expect(migrated.code, migrated.stdout + migrated.stderr).toBe(0);
+  }, SPAWNS);
   afterAll(async () => {
     await source.close();
     rmSync(dataDir, { recursive: true, force: true });
     rmSync(scratch, { recursive: true, force: true });
   });
 
-  test("import over HTTP with a token: progress on stderr, a summary on stdout, an importer client created", async () => {
-    const first = await cli(["import", "--from", sourceUrl, "--token", reader.token], dataDir);
-    expect(first.code, first.stdout + first.stderr).toBe(0);
-    expect(first.stdout).toMatch(/owner: created client cli_[0-9a-f]+ \(importer\)/);
-    expect(first.stdout).toContain("source: registry");
-    expect(first.stdout).toContain("imported: 4");
-    expect(first.stdout).toContain("failed:   0");
-    expect(first.stderr).toContain("100% 4/4 cards");
-    expect(first.stdout + first.stderr).not.toContain(reader.token);
-  });
+  test(
+    "import over HTTP with a token: progress on stderr, a summary on stdout, an importer client created",
+    async () => {
+      const first = await cli(["import", "--from", sourceUrl, "--token", reader.token], dataDir);
+      expect(first.code, first.stdout + first.stderr).toBe(0);
+      expect(first.stdout).toMatch(/owner: created client cli_[0-9a-f]+ \(importer\)/);
+      expect(first.stdout).toContain("source: registry");
+      expect(first.stdout).toContain("imported: 4");
+      expect(first.stdout).toContain("failed:   0");
+      expect(first.stderr).toContain("100% 4/4 cards");
+      expect(first.stdout + first.stderr).not.toContain(reader.token);
+    },
+    SPAWNS,
+  );
 
-  test("a second run imports nothing new and reuses the importer client", async () => {
-    const again = await cli(["import", "--from", sourceUrl, "--token", reader.token], dataDir);
-    expect(again.code, again.stdout + again.stderr).toBe(0);
-    expect(again.stdout).toContain("imported: 0");
-    expect(again.stdout).toContain(`skipped 4: ${ALREADY_PRESENT}`);
-    expect(again.stdout).not.toContain("created client");
-    // clients list: id, state, scopes, name, created_at
-    const importers = (await cli(["clients", "list"], dataDir)).stdout
-      .split("\n")
-      .map((line) => line.split("\t"))
-      .filter((columns) => columns[3] === "importer");
-    expect(importers).toHaveLength(1);
-    expect(importers[0]![2]).toBe("agents:write");
-    expect(again.stdout).toContain(`owner: ${importers[0]![0]}`);
-  });
+  test(
+    "a second run imports nothing new and reuses the importer client",
+    async () => {
+      const again = await cli(["import", "--from", sourceUrl, "--token", reader.token], dataDir);
+      expect(again.code, again.stdout + again.stderr).toBe(0);
+      expect(again.stdout).toContain("imported: 0");
+      expect(again.stdout).toContain(`skipped 4: ${ALREADY_PRESENT}`);
+      expect(again.stdout).not.toContain("created client");
+      // clients list: id, state, scopes, name, created_at
+      const importers = (await cli(["clients", "list"], dataDir)).stdout
+        .split("\n")
+        .map((line) => line.split("\t"))
+        .filter((columns) => columns[3] === "importer");
+      expect(importers).toHaveLength(1);
+      expect(importers[0]![2]).toBe("agents:write");
+      expect(again.stdout).toContain(`owner: ${importers[0]![0]}`);
+    },
+    SPAWNS,
+  );
 
-  test("--dry-run from a directory writes nothing", async () => {
-    const dry = await cli(["import", "--from", join(FIXTURES, "valid"), "--dry-run"], dataDir);
-    expect(dry.code, dry.stdout + dry.stderr).toBe(0);
-    expect(dry.stdout).toContain("would be imported: 3");
-    expect(dry.stdout).toContain("dry run: nothing was written");
-  });
+  test(
+    "--dry-run from a directory writes nothing",
+    async () => {
+      const dry = await cli(["import", "--from", join(FIXTURES, "valid"), "--dry-run"], dataDir);
+      expect(dry.code, dry.stdout + dry.stderr).toBe(0);
+      expect(dry.stdout).toContain("would be imported: 3");
+      expect(dry.stdout).toContain("dry run: nothing was written");
+    },
+    SPAWNS,
+  );
 
-  test("export --to DIR writes every card (exact bytes) and index.json", async () => {
-    const out = join(scratch, "out");
-    const result = await cli(["export", "--to", out], dataDir);
-    expect(result.code, result.stdout + result.stderr).toBe(0);
-    expect(result.stdout).toContain("exported 4 agents (1 private)");
-    const manifest = JSON.parse(readFileSync(join(out, "index.json"), "utf8")) as {
-      agents: { file: string }[];
-    };
-    expect(manifest.agents).toHaveLength(4);
-    const written = manifest.agents.map((a) => readFileSync(join(out, a.file), "utf8")).sort();
-    expect(written).toEqual([...texts].sort());
-  });
+  test(
+    "export --to DIR writes every card (exact bytes) and index.json",
+    async () => {
+      const out = join(scratch, "out");
+      const result = await cli(["export", "--to", out], dataDir);
+      expect(result.code, result.stdout + result.stderr).toBe(0);
+      expect(result.stdout).toContain("exported 4 agents (1 private)");
+      const manifest = JSON.parse(readFileSync(join(out, "index.json"), "utf8")) as {
+        agents: { file: string }[];
+      };
+      expect(manifest.agents).toHaveLength(4);
+      const written = manifest.agents.map((a) => readFileSync(join(out, a.file), "utf8")).sort();
+      expect(written).toEqual([...texts].sort());
+    },
+    SPAWNS,
+  );
 
-  test("errors: usage mistakes exit 2 with the usage text; unreadable sources exit 1 with a reason", async () => {
-    for (const args of [
-      ["import"],
-      ["import", "--from", sourceUrl, "--kind", "bogus"],
-      ["export"],
-      ["import", "--nope"],
-    ]) {
-      const result = await cli(args, dataDir);
-      expect(result.code, args.join(" ")).toBe(2);
-      expect(result.stdout).toContain("Usage:");
-      expect(result.stdout + result.stderr).not.toContain("    at ");
-    }
-    const missing = await cli(["import", "--from", join(scratch, "missing")], dataDir);
-    expect(missing.code).toBe(1);
-    expect(missing.stdout).toContain("is not a directory");
-    const refused = await cli(["import", "--from", sourceUrl, "--token", "bad-token"], dataDir);
-    expect(refused.code).toBe(1);
-    expect(refused.stdout).toContain("import failed");
-    expect(refused.stdout).toContain("401");
-    const unknownOwner = await cli(["import", "--from", sourceUrl, "--owner", "cli_nobody"], dataDir);
-    expect(unknownOwner.code).toBe(2);
-    expect(unknownOwner.stdout).toContain("no client cli_nobody");
-  });
+  test(
+    "errors: usage mistakes exit 2 with the usage text",
+    async () => {
+      for (const args of [
+        ["import"],
+        ["import", "--from", sourceUrl, "--kind", "bogus"],
+        ["export"],
+        ["import", "--nope"],
+      ]) {
+        const result = await cli(args, dataDir);
+        expect(result.code, args.join(" ")).toBe(2);
+        expect(result.stdout).toContain("Usage:");
+        expect(result.stdout + result.stderr).not.toContain("    at ");
+      }
+    },
+    SPAWNS,
+  );
 
-  test("the help text lists import and export", async () => {
-    const help = await cli(["help"], dataDir);
-    expect(help.stdout).toContain("import --from URL|DIR");
-    expect(help.stdout).toContain("export --to DIR");
-  });
+  test(
+    "errors: a missing directory, a refused token and an unknown owner say why",
+    async () => {
+      const missing = await cli(["import", "--from", join(scratch, "missing")], dataDir);
+      expect(missing.code).toBe(1);
+      expect(missing.stdout).toContain("is not a directory");
+      const refused = await cli(["import", "--from", sourceUrl, "--token", "bad-token"], dataDir);
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toContain("import failed");
+      expect(refused.stdout).toContain("401");
+      const unknownOwner = await cli(["import", "--from", sourceUrl, "--owner", "cli_nobody"], dataDir);
+      expect(unknownOwner.code).toBe(2);
+      expect(unknownOwner.stdout).toContain("no client cli_nobody");
+    },
+    SPAWNS,
+  );
+
+  test(
+    "the help text lists import and export",
+    async () => {
+      const help = await cli(["help"], dataDir);
+      expect(help.stdout).toContain("import --from URL|DIR");
+      expect(help.stdout).toContain("export --to DIR");
+    },
+    SPAWNS,
+  );
 });
