@@ -135,7 +135,11 @@ for (const backend of BACKENDS) {
         clientSecretEnc: "not-a-real-ciphertext",
       });
       pools.id = [...agentIds, (await json<{ id: string }>(hook)).id, peerId];
-      pools.clientId = clientPairs.map((c) => c.id);
+      // Client ids the fuzzer may name in paths (DELETE /v1/clients/:clientId revokes them): never the
+      // callers' own, or the run would lock itself out.
+      pools.clientId = (
+        await Promise.all([1, 2, 3].map((i) => t.client(["agents:read"], `fuzz bystander ${i}`)))
+      ).map((c) => c.clientId);
       pools.version = [String(weatherCard.version), "1.0.0", "2.0.0"];
       pools.file = ["main.js", "styles.css", "x.js"];
     }, 120_000);
@@ -448,8 +452,15 @@ for (const backend of BACKENDS) {
         expect(body.code).toBe(code);
         return body;
       };
-      const admin = () => tokens[0]!;
-      const owner = () => tokens[2]!;
+      // Clients of their own: whatever the fuzz run did to the others cannot change these answers.
+      let adminToken = "";
+      let ownerToken = "";
+      beforeAll(async () => {
+        adminToken = (await t.client(["admin"], "regressions admin")).token;
+        ownerToken = (await t.client(["agents:write"], "regressions owner")).token;
+      });
+      const admin = () => adminToken;
+      const owner = () => ownerToken;
 
       test("JSON nested 100,000 deep is 400 at parse (Elysia's validation error overflowed the stack: 500)", async () => {
         const before = await fingerprint(t.db.database);
