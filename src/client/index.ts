@@ -358,9 +358,8 @@ export function createRegistryClient(options: RegistryClientOptions) {
     },
     /** POST /oauth/token with client credentials (HTTP Basic); the token is then used for every call. */
     async authenticate(input: { clientId: string; clientSecret: string; scope?: Scope[] }): Promise<Token> {
-      const basic = Buffer.from(
-        `${encodeURIComponent(input.clientId)}:${encodeURIComponent(input.clientSecret)}`,
-      ).toString("base64");
+      // Percent-encoded first (RFC 6749 2.3.1), so the credentials are ASCII and btoa works anywhere.
+      const basic = btoa(`${encodeURIComponent(input.clientId)}:${encodeURIComponent(input.clientSecret)}`);
       const response = await raw(
         "token",
         {
