@@ -10,9 +10,10 @@
  *     every BENCH_FED_OP_INTERVAL_MS (4 publishes, then a delete of an earlier one); the lag of each is the
  *     time from A's response to the moment B serves the change (the copy readable, or gone). Target: < 2 s.
  *
- * Backend: embedded PGlite (a temp dir each) by default; with BENCH_DATABASE_URL, two databases of their
- * own on that server (created and dropped). Writes the `federation` section of BENCHMARKS.md between its
- * markers and leaves the rest of the file as it is. Everything listens on 127.0.0.1.
+ * Backends: embedded PGlite (a temp dir per registry), and with BENCH_DATABASE_URL also Postgres (two
+ * databases of their own on that server, created and dropped); BENCH_FED_BACKENDS=embedded,postgres picks.
+ * Writes the `federation` section of BENCHMARKS.md between its markers (one block per backend run) and
+ * leaves the rest of the file as it is. Everything listens on 127.0.0.1.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -68,17 +69,20 @@ const fmtS = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const fmtMs = (ms: number) => `${Math.round(ms)} ms`;
 const fmtInt = (n: number) => Math.round(n).toLocaleString("en-US");
 
-async function prepareDatabases(runId: string, tmp: string) {
+type BackendKind = "embedded" | "postgres";
+
+async function prepareDatabases(kind: BackendKind, runId: string, tmp: string) {
   const url = process.env.BENCH_DATABASE_URL;
-  if (!url) {
+  if (kind === "embedded") {
     return {
       kind: "embedded" as const,
       description: "embedded PGlite, one temporary DATA_DIR per registry, no Redis",
-      a: { dataDir: join(tmp, "a-data") },
-      b: { dataDir: join(tmp, "b-data") },
+      a: { dataDir: join(tmp, "embedded-a-data") } as { dataDir?: string; databaseUrl?: string },
+      b: { dataDir: join(tmp, "embedded-b-data") } as { dataDir?: string; databaseUrl?: string },
       envOf: (t: { dataDir?: string; databaseUrl?: string }) => ({ DATA_DIR: t.dataDir! }),
     };
   }
+  if (!url) throw new Error("the postgres backend needs BENCH_DATABASE_URL");
   const admin = new SQL(url);
   const names = [`a2a_bench_fed_a_${runId}`, `a2a_bench_fed_b_${runId}`];
   for (const name of names) await admin.unsafe(`create database "${name}"`);
@@ -96,8 +100,8 @@ async function prepareDatabases(runId: string, tmp: string) {
   return {
     kind: "postgres" as const,
     description: `PostgreSQL ${version} at ${maskUrl(url)}, one database per registry, no Redis`,
-    a: { databaseUrl: urlOf(names[0]!) },
-    b: { databaseUrl: urlOf(names[1]!) },
+    a: { databaseUrl: urlOf(names[0]!) } as { dataDir?: string; databaseUrl?: string },
+    b: { databaseUrl: urlOf(names[1]!) } as { dataDir?: string; databaseUrl?: string },
     envOf: (t: { dataDir?: string; databaseUrl?: string }) => ({ DATABASE_URL: t.databaseUrl! }),
   };
 }
@@ -183,31 +187,39 @@ const weather = JSON.parse(
 
 type Pending = { kind: "publish" | "delete"; copy: string; ackedAt: number };
 
-async function main() {
-  const runId = new Date()
-    .toISOString()
-    .replace(/[-:T.Z]/g, "")
-    .slice(0, 14);
-  const tmp = mkdtempSync(join(tmpdir(), "a2a-bench-fed-"));
-  onCleanup(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
-  const startedAt = new Date();
-  const loadBefore = loadavg()[0]!;
-  const backend = await prepareDatabases(runId, tmp);
-  console.log(`federation bench: ${backend.description}; ${fmtInt(settings.agents)} agents`);
+type Lags = { all: number[]; publish: number[]; delete: number[] };
+
+type BackendResult = {
+  kind: BackendKind;
+  description: string;
+  seedMs: number;
+  replicationMs: number;
+  runMs: number;
+  pages: number;
+  rssAfterReplication: { a: number; b: number };
+  lags: Lags;
+  unseen: number;
+  rss: { a: number; b: number };
+  federationEnv: Record<string, string>;
+};
+
+async function runBackend(kind: BackendKind, runId: string, tmp: string): Promise<BackendResult> {
+  const backend = await prepareDatabases(kind, runId, tmp);
+  console.log(`\n[${kind}] ${backend.description}; ${fmtInt(settings.agents)} agents`);
 
   const seedStart = performance.now();
   await seedAgents(backend.a, settings.agents, "Bench");
   const seedMs = performance.now() - seedStart;
-  console.log(`seeded A with ${fmtInt(settings.agents)} agents in ${fmtS(seedMs)}`);
+  console.log(`[${kind}] seeded A with ${fmtInt(settings.agents)} agents in ${fmtS(seedMs)}`);
 
   const a = await startRegistry(
-    "registry-a",
+    `${kind}-registry-a`,
     "bench-a",
     { ...backend.envOf(backend.a), ENABLE_FEDERATION: "false" },
     tmp,
   );
   const b = await startRegistry(
-    "registry-b",
+    `${kind}-registry-b`,
     "bench-b",
     {
       ...backend.envOf(backend.b),
@@ -239,29 +251,34 @@ async function main() {
   });
   if (added.status !== 201) throw new Error(`add peer: ${added.status} ${JSON.stringify(added.body)}`);
   const peerId = added.body.id;
-  let status: { agentsSynced: number; lastStatus: string; lastSeq: number } | undefined;
   let lastPrint = 0;
   for (;;) {
-    status = (await call<typeof status>(B.base, `/v1/peers/${peerId}`, bAdmin)).body;
+    const status = (
+      await call<{ agentsSynced: number; lastStatus: string }>(B.base, `/v1/peers/${peerId}`, bAdmin)
+    ).body;
     const elapsed = performance.now() - replicationStart;
-    if (status!.agentsSynced >= settings.agents && status!.lastStatus === "success") break;
+    if (status.agentsSynced >= settings.agents && status.lastStatus === "success") break;
     if (elapsed - lastPrint > 5000) {
       lastPrint = elapsed;
-      console.log(`  ${fmtS(elapsed)}: ${fmtInt(status!.agentsSynced)} copied (${status!.lastStatus})`);
+      console.log(
+        `[${kind}]   ${fmtS(elapsed)}: ${fmtInt(status.agentsSynced)} copied (${status.lastStatus})`,
+      );
     }
     if (elapsed > 30 * 60_000) throw new Error(`replication did not finish:\n${logTail(B.logPath)}`);
     await sleep(100);
   }
   const replicationMs = performance.now() - replicationStart;
   const runs = (
-    await call<{
-      items: Array<{ pages: number; added: number; startedAt: string; finishedAt: string; status: string }>;
-    }>(B.base, `/v1/peers/${peerId}/syncs?limit=10`, bAdmin)
-  ).body.items;
-  const firstRun = runs.at(-1)!;
-  const runMs = Date.parse(firstRun.finishedAt) - Date.parse(firstRun.startedAt);
+    await call<{ items: Array<{ pages: number; added: number; startedAt: string; finishedAt: string }> }>(
+      B.base,
+      `/v1/peers/${peerId}/syncs?limit=100`,
+      bAdmin,
+    )
+  ).body.items.filter((run) => run.added > 0);
+  const runMs = runs.reduce((sum, run) => sum + Date.parse(run.finishedAt) - Date.parse(run.startedAt), 0);
+  const pages = runs.reduce((sum, run) => sum + run.pages, 0);
   console.log(
-    `replicated ${fmtInt(settings.agents)} agents in ${fmtS(replicationMs)} (${fmtInt((settings.agents / replicationMs) * 1000)}/s; the sync run itself ${fmtS(runMs)}, ${firstRun.pages} pages)`,
+    `[${kind}] replicated ${fmtInt(settings.agents)} agents in ${fmtS(replicationMs)} (${fmtInt((settings.agents / replicationMs) * 1000)}/s; sync runs ${fmtS(runMs)}, ${pages} pages)`,
   );
   const rssAfterReplication = { a: A.peakRssKb(), b: B.peakRssKb() };
 
@@ -277,10 +294,10 @@ async function main() {
 
   // (2) Steady-state lag at a 1 s interval.
   console.log(
-    `steady state: an operation on A every ${settings.opIntervalMs} ms for ${settings.lagSeconds} s`,
+    `[${kind}] steady state: an operation on A every ${settings.opIntervalMs} ms for ${settings.lagSeconds} s`,
   );
   const pending = new Map<string, Pending>();
-  const lags: { publish: number[]; delete: number[] } = { publish: [], delete: [] };
+  const lags: Lags = { all: [], publish: [], delete: [] };
   const published: string[] = [];
   let done = false;
   const poller = (async () => {
@@ -315,7 +332,7 @@ async function main() {
       const card = {
         ...weather,
         name: `Steady ${ops}`,
-        url: `https://steady-${runId}-${ops}.example.com/a2a`,
+        url: `https://steady-${runId}-${kind}-${ops}.example.com/a2a`,
       };
       const res = await call<{ id: string }>(A.base, "/v1/agents", aAdmin, {
         method: "POST",
@@ -334,70 +351,113 @@ async function main() {
   done = true;
   const drainDeadline = performance.now() + 60_000;
   while (pending.size > 0 && performance.now() < drainDeadline) await sleep(50);
+  const unseen = pending.size;
+  pending.clear();
   await poller;
-  const all = [...lags.publish, ...lags.delete].sort((x, y) => x - y);
-  const publishLags = [...lags.publish].sort((x, y) => x - y);
-  const deleteLags = [...lags.delete].sort((x, y) => x - y);
+  const sorted = (values: number[]) => [...values].sort((x, y) => x - y);
+  lags.all = sorted([...lags.publish, ...lags.delete]);
+  lags.publish = sorted(lags.publish);
+  lags.delete = sorted(lags.delete);
   console.log(
-    `lag over ${all.length} operations: p50 ${fmtMs(percentile(all, 50))}, p95 ${fmtMs(percentile(all, 95))}, max ${fmtMs(all.at(-1)!)}`,
+    `[${kind}] lag over ${lags.all.length} operations: p50 ${fmtMs(percentile(lags.all, 50))}, p95 ${fmtMs(percentile(lags.all, 95))}, max ${fmtMs(lags.all.at(-1)!)}`,
   );
   const rss = { a: A.peakRssKb(), b: B.peakRssKb() };
+  await B.stop();
+  await A.stop();
+  return {
+    kind,
+    description: backend.description,
+    seedMs,
+    replicationMs,
+    runMs,
+    pages,
+    rssAfterReplication,
+    lags,
+    unseen,
+    rss,
+    federationEnv: Object.fromEntries(
+      Object.entries(b.env).filter(([k]) => k.startsWith("FEDERATION_") || k === "ENABLE_FEDERATION"),
+    ),
+  };
+}
+
+const mib = (kb: number) => `${(kb / 1024).toFixed(0)} MiB`;
+
+function renderBackend(r: BackendResult): string[] {
+  return [
+    `### ${r.kind}`,
+    "",
+    `${r.description}.`,
+    "",
+    "| initial replication | |",
+    "| --- | --- |",
+    `| agents on A | ${fmtInt(settings.agents)} (seeded straight into the database in ${fmtS(r.seedMs)}; not measured) |`,
+    `| from POST /v1/peers to B reporting all copied | ${fmtS(r.replicationMs)} |`,
+    `| sync runs (peer_syncs rows) | ${fmtS(r.runMs)}, ${r.pages} pages of up to ${settings.pageSize} |`,
+    `| throughput | ${fmtInt((settings.agents / r.replicationMs) * 1000)} agents/s |`,
+    `| peak RSS after replication | A ${mib(r.rssAfterReplication.a)}, B ${mib(r.rssAfterReplication.b)} |`,
+    "",
+    `Steady state (FEDERATION_INTERVAL_SECONDS=1): an operation on A every ${settings.opIntervalMs} ms for ${settings.lagSeconds} s`,
+    "(four publishes, then a delete of an earlier agent); lag is from A's response to B serving the change",
+    `(copy readable, or 404). Not seen on B within 60 s: ${r.unseen}. Peak RSS over the run: A ${mib(r.rss.a)}, B ${mib(r.rss.b)}.`,
+    "",
+    "| operations | n | p50 | p95 | p99 | max |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ...(["all", "publish", "delete"] as const).map((label) => {
+      const values = r.lags[label];
+      return `| ${label} | ${values.length} | ${fmtMs(percentile(values, 50))} | ${fmtMs(percentile(values, 95))} | ${fmtMs(percentile(values, 99))} | ${fmtMs(values.at(-1) ?? Number.NaN)} |`;
+    }),
+    "",
+  ];
+}
+
+async function main() {
+  const runId = new Date()
+    .toISOString()
+    .replace(/[-:T.Z]/g, "")
+    .slice(0, 14);
+  const tmp = mkdtempSync(join(tmpdir(), "a2a-bench-fed-"));
+  onCleanup(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
+  const startedAt = new Date();
+  const loadBefore = loadavg()[0]!;
+  const kinds = (
+    process.env.BENCH_FED_BACKENDS || (process.env.BENCH_DATABASE_URL ? "embedded,postgres" : "embedded")
+  )
+    .split(",")
+    .map((k) => k.trim()) as BackendKind[];
+  for (const kind of kinds)
+    if (kind !== "embedded" && kind !== "postgres")
+      throw new Error(`BENCH_FED_BACKENDS: unknown backend "${kind}" (embedded, postgres)`);
+  const results: BackendResult[] = [];
+  for (const kind of kinds) results.push(await runBackend(kind, runId, tmp));
   const wallSeconds = (Date.now() - startedAt.getTime()) / 1000;
 
   const lines = [
     BEGIN,
     "## Federation",
     "",
-    `Generated by \`bun run bench:federation\` (bench/federation.ts), run ${startedAt.toISOString()} (${wallSeconds.toFixed(0)} s wall). ${backend.description}.`,
+    `Generated by \`bun run bench:federation\` (bench/federation.ts), run ${startedAt.toISOString()} (${wallSeconds.toFixed(0)} s wall).`,
     "Registry A serves its change feed; registry B pulls it through its sync worker thread. Both run on this",
-    "machine with the bench (they share the cores).",
+    "machine with the bench (they share its cores). Targets of the federation issue:",
     "",
-    "| target | measured | result |",
-    "| --- | --- | --- |",
-    `| ${fmtInt(settings.agents)} agents replicated A -> empty B < ${REPLICATION_TARGET_S} s | ${fmtS(replicationMs)} | ${replicationMs < REPLICATION_TARGET_S * 1000 ? "met" : "missed"} |`,
-    `| steady-state lag < 2 s at a 1 s interval (p95) | ${fmtMs(percentile(all, 95))} | ${percentile(all, 95) < LAG_TARGET_MS ? "met" : "missed"} |`,
+    "| backend | target | measured | result |",
+    "| --- | --- | --- | --- |",
+    ...results.flatMap((r) => [
+      `| ${r.kind} | ${fmtInt(settings.agents)} agents replicated A -> empty B < ${REPLICATION_TARGET_S} s | ${fmtS(r.replicationMs)} | ${r.replicationMs < REPLICATION_TARGET_S * 1000 ? "met" : "missed"} |`,
+      `| ${r.kind} | steady-state lag < 2 s at a 1 s interval (p95) | ${fmtMs(percentile(r.lags.all, 95))} | ${percentile(r.lags.all, 95) < LAG_TARGET_MS && r.unseen === 0 ? "met" : "missed"} |`,
+    ]),
     "",
-    "### Initial replication",
-    "",
-    "| | |",
-    "| --- | --- |",
-    `| agents on A | ${fmtInt(settings.agents)} (seeded straight into the database in ${fmtS(seedMs)}; not measured) |`,
-    `| from POST /v1/peers to B reporting all copied | ${fmtS(replicationMs)} |`,
-    `| the sync run itself (peer_syncs row) | ${fmtS(runMs)}, ${firstRun.pages} pages of ${settings.pageSize} |`,
-    `| throughput | ${fmtInt((settings.agents / replicationMs) * 1000)} agents/s |`,
-    `| peak RSS after replication | A ${(rssAfterReplication.a / 1024).toFixed(0)} MiB, B ${(rssAfterReplication.b / 1024).toFixed(0)} MiB |`,
-    "",
-    "### Steady-state lag (FEDERATION_INTERVAL_SECONDS=1)",
-    "",
-    `An operation on A every ${settings.opIntervalMs} ms for ${settings.lagSeconds} s (four publishes, then a delete of an`,
-    "earlier agent); lag is from A's response to B serving the change (copy readable, or 404).",
-    "",
-    "| operations | n | p50 | p95 | p99 | max |",
-    "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ...(
-      [
-        ["all", all],
-        ["publish", publishLags],
-        ["delete", deleteLags],
-      ] as const
-    ).map(
-      ([label, values]) =>
-        `| ${label} | ${values.length} | ${fmtMs(percentile(values, 50))} | ${fmtMs(percentile(values, 95))} | ${fmtMs(percentile(values, 99))} | ${fmtMs(values.at(-1) ?? Number.NaN)} |`,
-    ),
-    "",
-    `Not seen on B within 60 s: ${pending.size}. Peak RSS over the whole run: A ${(rss.a / 1024).toFixed(0)} MiB, B ${(rss.b / 1024).toFixed(0)} MiB.`,
-    "",
+    ...results.flatMap(renderBackend),
     "### Raw settings",
     "",
     "```sh",
     Object.entries({
-      ...Object.fromEntries(
-        Object.entries(b.env).filter(([k]) => k.startsWith("FEDERATION_") || k === "ENABLE_FEDERATION"),
-      ),
+      ...results[0]?.federationEnv,
       BENCH_FED_AGENTS: settings.agents,
       BENCH_FED_LAG_SECONDS: settings.lagSeconds,
       BENCH_FED_OP_INTERVAL_MS: settings.opIntervalMs,
       BENCH_FED_PAGE_SIZE: settings.pageSize,
+      BENCH_FED_BACKENDS: kinds.join(","),
     })
       .map(([k, v]) => `${k}=${v}`)
       .join(" \\\n  "),
@@ -415,9 +475,7 @@ async function main() {
     END,
   ];
   writeSection(lines.join("\n"));
-  console.log(`wrote the federation section of ${OUTPUT}`);
-  await B.stop();
-  await A.stop();
+  console.log(`\nwrote the federation section of ${OUTPUT}`);
 }
 
 /** Replaces the federation section between its markers (or appends it); the rest of the file stays. */
