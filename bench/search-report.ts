@@ -86,7 +86,11 @@ export function renderSearchSection(report: SearchReport): string {
   lines.push(...runHeaderLines(report));
   lines.push(
     `- Backend: **${report.backendKind}**; one registry process (\`bun src/index.ts\`, WEB_CONCURRENCY=1) with the Postgres search backend (no ELASTICSEARCH_URL), LOG_LEVEL=warn, rate limits raised, federation off.`,
-    `- The machine has 2 cores shared by wrk, the registry${report.backendKind === "embedded" ? " (PGlite runs inside it)" : ", Postgres"} and, during this run, other work (1-minute load average ${report.load.start.toFixed(2)} at the start, ${report.load.end.toFixed(2)} at the end): the figures are noisy, by a third between runs or more.`,
+    `- The machine has 2 cores shared by wrk, the registry${report.backendKind === "embedded" ? " (PGlite runs inside it)" : ", Postgres"} and, during this run, other work (1-minute load average ${report.load.start.toFixed(2)} at the start, ${report.load.end.toFixed(2)} at the end). ${
+      Math.max(report.load.start, report.load.end) > 4
+        ? "**That is several times more runnable work than cores: every latency here is inflated many times over by waiting for a core, and even CPU per request is inflated (context switches, shared caches), though less.** Compare kinds and scenarios with each other, not with the target's absolute figure."
+        : "The figures are noisy, by a third between runs or more."
+    }`,
     "- Before measuring, the bench checks that sampled paths of every kind answer 200 (anonymous and with the token) and that every typo query finds its agent on the first page; it fails otherwise.",
     `- Scenario (e) is the ceiling: a bare \`Bun.serve\` (bench/baseline.ts) answering every path of the mix with a constant JSON body, at ${settings.connections} connections; "x ceiling" is shown only for runs at that connection count. For search it says little: a search is database work, not HTTP overhead.`,
     `- Latencies are wrk's (its histogram, bench/wrk/common.lua); "latency per kind" is measured by the bench's own fetch, one request at a time, after the wrk runs.`,
