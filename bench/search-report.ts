@@ -166,7 +166,7 @@ export function renderSearchSection(report: SearchReport): string {
   );
   for (const t of report.kindTimings)
     lines.push(
-      `| ${t.kind} | ${t.n} | ${fmtMs(t.p50Ms)} | ${fmtMs(t.p95Ms)} | ${fmtMs(t.maxMs)} | ${fmtMs(t.cpuMs / t.n)} | ${Number.isNaN(t.meanTotal) ? "-" : n(t.meanTotal)} | ${pct(t.emptyShare)} |`,
+      `| ${t.kind} | ${t.n} | ${fmtMs(t.p50Ms)} | ${fmtMs(t.p95Ms)} | ${fmtMs(t.maxMs)} | ${fmtMs(t.cpuMs / t.n)} | ${t.meanTotal === null || Number.isNaN(t.meanTotal) ? "-" : n(t.meanTotal)} | ${pct(t.emptyShare)} |`,
     );
 
   const a = scenario("a")!.result;
