@@ -309,6 +309,8 @@ async function main() {
     WEB_CONCURRENCY: String(settings.webConcurrency),
     // The federation worker is not what is measured: keep its background syncs out of the figures.
     ENABLE_FEDERATION: "false",
+    // The seeded agents' URLs are made up: liveness probes would only add outbound load to the figures.
+    PROBE_ENABLED: "false",
     ...Object.fromEntries(RATE_LIMIT_VARIABLES.map((k) => [k, RAISED_RATE_LIMIT])),
     ...backend.env,
   };
