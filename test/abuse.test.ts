@@ -16,6 +16,7 @@ import { CARD_LIMITS } from "../src/modules/agents/card";
 import { REQUEST_IDLE_TIMEOUT_SECONDS } from "../src/infra/web";
 import { createTestApp, json, type TestApp } from "./support/app";
 import { BACKENDS, createTestDatabase } from "./support/db";
+import { recordFigures } from "./support/figures";
 import { freshCard } from "./support/fuzz";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -55,6 +56,23 @@ async function flood(send: (i: number) => Promise<Response>) {
   return { ok, limited, other, bad: bad.slice(0, 5) };
 }
 
+function recordFlood(backend: string, check: string, result: Awaited<ReturnType<typeof flood>>) {
+  recordFigures({
+    suite: "abuse",
+    backend,
+    check,
+    figures: {
+      requests: result.ok + result.limited + result.other.length,
+      expectedPassed: BUCKET,
+      passed: result.ok,
+      limited: result.limited,
+      other: result.other.length,
+      fiveXx: result.other.filter((line) => /^5\d\d /.test(line)).length,
+      badHeaders: result.bad.length,
+    },
+  });
+}
+
 for (const backend of BACKENDS) {
   describe(`abuse: the rate limiter under a flood [${backend}]`, () => {
     const limits = (read: { limit: number; periodMs: number }) => {
@@ -82,6 +100,7 @@ for (const backend of BACKENDS) {
         console.log(
           `abuse [${backend}] in-process limiter: ${FLOOD} requests, ${result.ok} passed, ${result.limited} limited`,
         );
+        recordFlood(backend, "limiter-in-process", result);
         expect(result).toEqual({ ok: BUCKET, limited: FLOOD - BUCKET, other: [], bad: [] });
       } finally {
         await t.close();
@@ -108,6 +127,7 @@ for (const backend of BACKENDS) {
           console.log(
             `abuse [${backend}] redis limiter, two instances: ${FLOOD} requests, ${result.ok} passed, ${result.limited} limited`,
           );
+          recordFlood(backend, "limiter-redis-two-instances", result);
           expect(result).toEqual({ ok: BUCKET, limited: FLOOD - BUCKET, other: [], bad: [] });
         } finally {
           await a.close();

@@ -10,6 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { BACKENDS } from "./support/db";
+import { recordFigures } from "./support/figures";
 import { BAD, CALLERS, type CallerKind, createWorld, PRIVATE_MARK, type World } from "./support/matrix";
 
 type Target = "public" | "private" | "missing";
@@ -489,6 +490,16 @@ for (const backend of BACKENDS) {
       console.log(
         `access matrix [${backend}]: ${compared} aggregate answers compared before/after the private agents`,
       );
+      recordFigures({
+        suite: "access-matrix",
+        backend,
+        check: "aggregates",
+        figures: {
+          expected: BLIND.length * (aggregateReads().length + 1),
+          compared,
+          changed: changed.length,
+        },
+      });
       expect(changed).toEqual([]);
     });
 
@@ -496,6 +507,8 @@ for (const backend of BACKENDS) {
       const wrong: string[] = [];
       const leaks: string[] = [];
       let cells = 0;
+      let statusCells = 0;
+      let fiveXx = 0;
       for (const row of rows()) {
         for (const target of row.targets ?? (["public"] as Target[])) {
           const answers = new Map<CallerKind, string>();
@@ -522,6 +535,8 @@ for (const backend of BACKENDS) {
               ? await built.raw()
               : await w.request(built.path, built.caller ?? caller, built.init);
             cells++;
+            statusCells++;
+            if (res.status >= 500) fiveXx++;
             // Who may see a fresh private target changes with the cells that grant and withdraw.
             const hiddenTarget = w.privates.find((p) => p.id === id);
             if (
@@ -574,6 +589,23 @@ for (const backend of BACKENDS) {
       console.log(
         `access matrix [${backend}]: ${cells} cells checked (${rows().length} routes x ${CALLERS.length} callers x targets), ${wrong.length} wrong, ${leaks.length} leaks`,
       );
+      recordFigures({
+        suite: "access-matrix",
+        backend,
+        check: "cells",
+        figures: {
+          // Counted from the table, not from the loop: a cell the loop skipped shows as a shortfall.
+          expectedStatusCells: rows().reduce((n, row) => n + (row.targets?.length ?? 1) * CALLERS.length, 0),
+          statusCells,
+          comparisonCells: cells - statusCells,
+          cells,
+          routes: rows().length,
+          callers: CALLERS.length,
+          wrong: wrong.length,
+          fiveXx,
+          leaks: leaks.length,
+        },
+      });
       expect({ wrong, leaks }).toEqual({ wrong: [], leaks: [] });
     }, 600_000);
 

@@ -36,6 +36,7 @@ import {
   verifyAcknowledged,
 } from "./support/faults";
 import { describeClasses, type Load, startLoad } from "./support/faults-load";
+import { count5xx, recordFigures, total } from "./support/figures";
 import { eventually, freePort, startRedisServer } from "./support/redis";
 
 const available = pgBinDir() !== undefined && Bun.which("redis-server") !== null;
@@ -50,6 +51,36 @@ async function readiness(base: string): Promise<{ status: number; body: Ready | 
   } catch {
     return { status: 0, body: undefined };
   }
+}
+
+const FAULTS_BACKEND = "own-postgres+redis";
+
+/** What one fault test's load saw, for the report (counted from every answer the load got). */
+function loadFigures(
+  l: Load,
+  check: Awaited<ReturnType<typeof verifyAcknowledged>>,
+  faultPhases: string[],
+  registry: RegistryProcess,
+) {
+  const kinds = ["read", "search", "publish"] as const;
+  const all = kinds.map((kind) => l.classes(kind));
+  return {
+    requests: all.reduce((n, classes) => n + total(classes), 0),
+    reads: total(l.classes("read")),
+    searches: total(l.classes("search")),
+    publishes: total(l.classes("publish")),
+    readsDuringFault: l.succeeded("read", faultPhases),
+    readsFailed: l.failed("read"),
+    failed: kinds.reduce((n, kind) => n + l.failed(kind), 0),
+    failedBeforeOrAfterFault: kinds.reduce((n, kind) => n + l.failed(kind, ["before", "after"]), 0),
+    documented503: all.reduce((n, classes) => n + (classes["503 DEPENDENCY_UNAVAILABLE"] ?? 0), 0),
+    fiveXxOther: all.reduce((n, classes) => n + count5xx(classes, ["503 DEPENDENCY_UNAVAILABLE"]), 0),
+    acknowledged: check.acknowledged,
+    present: check.present,
+    mismatched: check.mismatched.length,
+    processAlive: registry.proc.exitCode === null,
+    unhandled: registry.unhandled().length,
+  };
 }
 
 describe.skipIf(!available)("fault injection: Redis and Postgres killed under load", () => {
@@ -179,11 +210,17 @@ describe.skipIf(!available)("fault injection: Redis and Postgres killed under lo
     }
 
     const detail = explain(l);
+    const check = await verifyAcknowledged(cluster.url, l.acked);
+    recordFigures({
+      suite: "faults",
+      backend: FAULTS_BACKEND,
+      check: "redis-killed",
+      figures: loadFigures(l, check, ["redis down"], registry),
+    });
     for (const kind of ["read", "search", "publish"] as const) {
       expect(l.succeeded(kind, ["redis down"]), detail).toBeGreaterThan(0);
       expect(l.failed(kind), `${kind}: ${detail}`).toBe(0);
     }
-    const check = await verifyAcknowledged(cluster.url, l.acked);
     expect(check.missing).toEqual([]);
     expect(check.mismatched).toEqual([]);
     figures.push(
@@ -235,6 +272,21 @@ describe.skipIf(!available)("fault injection: Redis and Postgres killed under lo
     }
 
     const detail = explain(l);
+    const check = await verifyAcknowledged(cluster.url, l.acked);
+    const unavailable = l.failures.filter((f) => f.cls === "503 DEPENDENCY_UNAVAILABLE");
+    recordFigures({
+      suite: "faults",
+      backend: FAULTS_BACKEND,
+      check: "postgres-stopped",
+      figures: {
+        ...loadFigures(l, check, ["pg down"], registry),
+        // The load keeps the first 500 failures with their headers: the check covers those.
+        unavailableChecked: unavailable.length,
+        unavailableWithoutRetryAfterOrProblemJson: unavailable.filter(
+          (f) => f.contentType !== "application/problem+json" || !(Number(f.retryAfter) > 0),
+        ).length,
+      },
+    });
     // Reads of cached agents never fail, whatever Postgres does.
     expect(l.failed("read"), detail).toBe(0);
     expect(l.succeeded("read", ["pg down"]), detail).toBeGreaterThan(0);
@@ -247,7 +299,6 @@ describe.skipIf(!available)("fault injection: Redis and Postgres killed under lo
     for (const kind of ["search", "publish"] as const)
       for (const cls of Object.keys(l.classes(kind)))
         expect(allowed.has(cls), `${kind} ${cls}: ${detail}`).toBe(true);
-    const unavailable = l.failures.filter((f) => f.cls === "503 DEPENDENCY_UNAVAILABLE");
     expect(unavailable.length).toBeGreaterThan(0);
     for (const f of unavailable) {
       expect(f.contentType).toBe("application/problem+json");
@@ -256,7 +307,6 @@ describe.skipIf(!available)("fault injection: Redis and Postgres killed under lo
       expect(f.ms).toBeLessThan(15_000);
     }
     // Nothing acknowledged is lost: every 2xx publish (before, during, after) is there, byte for byte.
-    const check = await verifyAcknowledged(cluster.url, l.acked);
     expect(check.missing).toEqual([]);
     expect(check.mismatched).toEqual([]);
     const during = l.classes("publish", ["pg down", "pg back"]);

@@ -15,6 +15,7 @@ import { peers } from "../src/infra/db/schema";
 import { MAX_JSON_DEPTH } from "../src/infra/web";
 import { createTestApp, json, type TestApp, BASE } from "./support/app";
 import { BACKENDS } from "./support/db";
+import { recordFigures } from "./support/figures";
 import {
   absurdHeaders,
   CONTENT_TYPES,
@@ -422,13 +423,33 @@ for (const backend of BACKENDS) {
         }),
         { numRuns: runs, seed: SEED, endOnFailure: true },
       );
-      expect(await writeCount(t.db.database), "rows written by the last reads").toBe(writes);
-      expect(await fp()).toBe(known);
+      const writesAtEnd = await writeCount(t.db.database);
+      const fingerprintAtEnd = await fp();
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
       console.log(
         `fuzz [${backend}]: ${tried} cases tried (${skipped} refused by the client), ${fiveXx} 5xx found, ` +
           `${failures.length} failing, ${rejectedWrites} rejected requests that wrote rows (content compared), ${routes.length} routes, seed ${SEED}, ${seconds} s; handle ${Math.round(handleMs)} ms, ${fps} fingerprints ${Math.round(fpMs)} ms; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort()))}`,
       );
+      recordFigures({
+        suite: "fuzz",
+        backend,
+        check: "hostile-input",
+        figures: {
+          runs,
+          tried,
+          refusedByClient: skipped,
+          fiveXx,
+          violations: failures.length,
+          rejectedThatWrote: rejectedWrites,
+          databaseUnchanged: writesAtEnd === writes && fingerprintAtEnd === known,
+          routes: routes.length,
+          routesExercised: routes.filter((spec) => perRoute.has(`${spec.method} ${spec.path}`)).length,
+          seed: SEED,
+          seconds: Number(seconds),
+        },
+      });
+      expect(writesAtEnd, "rows written by the last reads").toBe(writes);
+      expect(fingerprintAtEnd).toBe(known);
       // Every route was exercised (a route missing here would be one added without reaching the fuzzer).
       for (const spec of routes)
         expect(
