@@ -45,7 +45,7 @@ export type ReliabilityReport = {
   backends: string[];
   redis: boolean;
   description: string;
-  tests: { exitCode: number; pass: number; fail: number; skip: number };
+  tests: { exitCode: number; pass: number; fail: number; skip: number; errors?: number; failed?: string[] };
   records: FigureRecord[];
   soak: SoakHeadline | undefined;
 };
@@ -378,8 +378,10 @@ export function renderReliabilitySection(report: ReliabilityReport): string {
     report.command,
     "```",
     "",
-    `Every figure below was counted by the suites themselves during this run (\`${SUITE_FILES.join("`, `")}\`, each writing what it saw to RELIABILITY_FIGURES_DIR) and is checked against issue 8's targets here. \`bun test\`: ${t.pass} pass, ${t.fail} fail, ${t.skip} skipped, exit ${t.exitCode}. Overall: ${allMet && t.exitCode === 0 ? "every target met" : "TARGETS MISSED (below)"}.`,
+    `Every figure below was counted by the suites themselves during this run (\`${SUITE_FILES.join("`, `")}\`, each writing what it saw to RELIABILITY_FIGURES_DIR) and is checked against issue 8's targets here. \`bun test\`: ${t.pass} pass, ${t.fail} fail, ${t.skip} skipped${t.errors ? `, ${t.errors} errors between tests` : ""}, exit ${t.exitCode}. Targets: ${allMet ? "every one met" : "SOME MISSED (below)"}.`,
   ];
+  // A failing test whose figures all meet their targets is still a failure: said apart, by name.
+  if (t.failed?.length) lines.push("", ...t.failed.map((name) => `- Failed: ${name}`));
   if (missing.length)
     lines.push(
       "",
@@ -403,12 +405,22 @@ export function renderReliabilitySection(report: ReliabilityReport): string {
 }
 
 /** "12 pass", " 1 fail", " 3 skip" from bun test's summary. */
-export function testSummary(output: string): { pass: number; fail: number; skip: number } {
+export function testSummary(output: string): {
+  pass: number;
+  fail: number;
+  skip: number;
+  errors: number;
+  failed: string[];
+} {
   const last = (word: string) => {
     const all = [...output.matchAll(new RegExp(`^\\s*(\\d+) ${word}\\s*$`, "gm"))];
     return Number(all.at(-1)?.[1] ?? 0);
   };
-  return { pass: last("pass"), fail: last("fail"), skip: last("skip") };
+  // bun repeats every failure in its closing summary: keep each name once.
+  const failed = [
+    ...new Set([...output.matchAll(/^\(fail\) (.+?)(?: \[[\d.]+m?s\])?$/gm)].map((m) => m[1]!)),
+  ];
+  return { pass: last("pass"), fail: last("fail"), skip: last("skip"), errors: last("error"), failed };
 }
 
 export function readFigures(dir: string): FigureRecord[] {

@@ -157,7 +157,8 @@ describe("bench/reliability: figures against targets", () => {
     );
     expect(headlineRow(section, "writes acknowledged vs present")).toContain("120 acknowledged, 120 present");
     expect(headlineRow(section, "RSS slope over the soak")).toContain("+4.7 MiB/h");
-    expect(section).toContain("Overall: every target met");
+    expect(section).toContain("Targets: every one met");
+    expect(section).not.toContain("- Failed:");
   });
 
   test("a 5xx, a lost write, a skipped cell or a leaky limiter is missed, not met", () => {
@@ -177,7 +178,7 @@ describe("bench/reliability: figures against targets", () => {
       "limiter: requests passed",
     ])
       expect(headlineRow(section, figure)).toEndWith("| missed |");
-    expect(section).toContain("TARGETS MISSED");
+    expect(section).toContain("Targets: SOME MISSED");
   });
 
   test("fewer than 10,000 fuzz cases in a run misses the target", () => {
@@ -225,11 +226,21 @@ describe("bench/reliability: figures against targets", () => {
   });
 
   test("bun test's summary is read from its last lines", () => {
-    expect(testSummary(" 1 pass\n(fail) x\n 25 pass\n 2 skip\n 1 fail\n 40 expect() calls\n")).toEqual({
-      pass: 25,
-      fail: 1,
-      skip: 2,
-    });
+    expect(
+      testSummary(
+        " 1 pass\n(fail) suite > x [12.50ms]\n 25 pass\n 2 skip\n 1 fail\n 1 error\n(fail) suite > x [12.50ms]\n 40 expect() calls\n",
+      ),
+    ).toEqual({ pass: 25, fail: 1, skip: 2, errors: 1, failed: ["suite > x"] });
+  });
+
+  test("a failing test is named even when every figure meets its target", () => {
+    const failing = {
+      ...report(),
+      tests: { exitCode: 1, pass: 19, fail: 1, skip: 1, failed: ["faults > driver"] },
+    };
+    const section = renderReliabilitySection(failing);
+    expect(section).toContain("exit 1. Targets: every one met");
+    expect(section).toContain("- Failed: faults > driver");
   });
 });
 
