@@ -25,7 +25,7 @@ import {
   type PeerHttpOptions,
   type PeerToken,
 } from "./peer-client";
-import type { RunPeer, SyncStore } from "./store";
+import type { ApplyResult, RunPeer, SyncStore } from "./store";
 
 export type RunReport = {
   peerId: string;
@@ -56,6 +56,14 @@ export function backoffMs(
 ) {
   const base = Math.min(maxSeconds, intervalSeconds * 2 ** Math.max(0, Math.min(failures - 1, 30))) * 1000;
   return base / 2 + random() * (base / 2);
+}
+
+/** Whether two pages write a copy of the same origin record. */
+function sharesCopies(a: PreparedPage, b: PreparedPage) {
+  const ids = new Set<string>();
+  for (const upsert of a.upserts) ids.add(upsert.originId);
+  for (const id of a.deletes) ids.add(id);
+  return b.upserts.some((upsert) => ids.has(upsert.originId)) || b.deletes.some((id) => ids.has(id));
 }
 
 /** The smallest page asked for after timeouts. */
@@ -187,68 +195,121 @@ export function createSyncEngine(deps: {
      * nothing was learnt (the peer never answered) and the last figure stands.
      */
     let lagChanges: number | null = 0;
-    let unapplied: PreparedPage | undefined;
+    /** Pages fetched and not (yet) known to be applied, oldest first: at most two. */
+    const unapplied: PreparedPage[] = [];
     let heardFrom = false;
     let refreshing: Promise<void> = Promise.resolve();
     let outcome: { status: RunReport["status"]; error: string | null } = { status: "success", error: null };
     let keepSchedule = false;
     let peerGone = false;
+    type Applying = { page: PreparedPage; result: Promise<ApplyResult> };
+    /**
+     * Pages are written two at a time: the next page's copies go in while the previous page's
+     * transaction still runs; the store makes the later one wait for the earlier commit before it
+     * moves the cursor (and fail if the earlier one did not commit), so order and exactly-once hold.
+     */
+    let inflight: Applying | undefined;
+    /** The registry id the peer row names (pages may overlap only once it is set). */
+    let claimedRegistry = peer.registryId;
+
+    function startApply(page: PreparedPage, after?: Applying): Applying {
+      const result = store.applyPage(peer.id, syncId, page, after?.result);
+      result.catch(() => {}); // awaited in settle(); an earlier page's failure is reported first
+      return { page, result };
+    }
+
+    async function settle(applying: Applying) {
+      const applied = await applying.result;
+      unapplied.shift();
+      totals.pages++;
+      totals.added += applied.added;
+      totals.updated += applied.updated;
+      totals.removed += applied.removed;
+      totals.skipped += applying.page.skipped.length;
+      for (const skipped of applying.page.skipped)
+        logger.warn(
+          { peer: peer.name, originId: skipped.originId, reason: skipped.reason },
+          "federation: record skipped",
+        );
+      cursor = applying.page.nextSince;
+      if (applying.page.registry !== null) claimedRegistry = applying.page.registry;
+      // Caches and search catch up with this page while the next ones are written; at most one behind.
+      await refreshing;
+      if (applied.changedIds.length > 0)
+        refreshing = hooks
+          .changed(applied.changedIds)
+          .catch((error) =>
+            logger.warn({ err: error, peer: peer.name }, "federation: cache refresh after a page failed"),
+          );
+    }
+
+    async function settleInflight() {
+      const applying = inflight;
+      inflight = undefined;
+      if (applying) await settle(applying);
+    }
+
     try {
       let next: Promise<Fetched> = fetchPage(peer, cursor, pageSize);
       let expiredOnce = false;
-      for (;;) {
-        const fetched = await next;
-        if (fetched.kind === "expired") {
-          if (expiredOnce || cursor === 0)
-            throw new PeerError(`the peer's feed keeps expiring our cursor (${fetched.detail})`, "status");
-          expiredOnce = true;
-          logger.info(
-            { peer: peer.name, since: cursor },
-            "federation: cursor past the peer's horizon; re-snapshot",
-          );
-          await store.startResnapshot(peer.id);
-          cursor = 0;
-          next = fetchPage(peer, 0, pageSize);
-          continue;
-        }
-        const { page } = fetched;
-        heardFrom = true;
-        unapplied = page;
-        pageSize = Math.min(fullPage, pageSize * 2);
-        pageSizes.set(peer.id, pageSize);
-        // Read ahead while this page is written; dropped if the write fails or we stop.
-        if (page.hasMore && !stopping) {
-          next = fetchPage(peer, page.nextSince, pageSize);
-          next.catch(() => {});
-        }
-        const applied = await store.applyPage(peer.id, syncId, page);
-        unapplied = undefined;
-        totals.pages++;
-        totals.added += applied.added;
-        totals.updated += applied.updated;
-        totals.removed += applied.removed;
-        totals.skipped += page.skipped.length;
-        for (const skipped of page.skipped)
-          logger.warn(
-            { peer: peer.name, originId: skipped.originId, reason: skipped.reason },
-            "federation: record skipped",
-          );
-        cursor = page.nextSince;
-        // Caches and search catch up with this page while the next one is written; at most one behind.
-        await refreshing;
-        if (applied.changedIds.length > 0)
-          refreshing = hooks
-            .changed(applied.changedIds)
-            .catch((error) =>
-              logger.warn({ err: error, peer: peer.name }, "federation: cache refresh after a page failed"),
+      try {
+        for (;;) {
+          const fetched = await next;
+          if (fetched.kind === "expired") {
+            await settleInflight();
+            if (expiredOnce || cursor === 0)
+              throw new PeerError(`the peer's feed keeps expiring our cursor (${fetched.detail})`, "status");
+            expiredOnce = true;
+            logger.info(
+              { peer: peer.name, since: cursor },
+              "federation: cursor past the peer's horizon; re-snapshot",
             );
-        if (!page.hasMore) break;
-        if (stopping) {
-          lagChanges = 1;
+            await store.startResnapshot(peer.id);
+            cursor = 0;
+            next = fetchPage(peer, 0, pageSize);
+            continue;
+          }
+          const { page } = fetched;
           heardFrom = true;
-          outcome = { status: "aborted", error: "stopped before the feed was drained (shutdown)" };
-          break;
+          unapplied.push(page);
+          pageSize = Math.min(fullPage, pageSize * 2);
+          pageSizes.set(peer.id, pageSize);
+          // Read ahead while this page is written; dropped if the write fails or we stop.
+          if (page.hasMore && !stopping) {
+            next = fetchPage(peer, page.nextSince, pageSize);
+            next.catch(() => {});
+          }
+          // Side by side only when neither transaction can wait on a row the other holds (see
+          // store.applyPage): no shared copy, and a registry id the peer row already names.
+          if (
+            inflight &&
+            (!store.pagesInParallel ||
+              !page.hasMore ||
+              page.registry === null ||
+              page.registry !== claimedRegistry ||
+              sharesCopies(inflight.page, page))
+          )
+            await settleInflight();
+          const earlier = inflight;
+          inflight = startApply(page, earlier);
+          if (earlier) await settle(earlier);
+          if (!page.hasMore) break;
+          if (stopping) {
+            await settleInflight();
+            lagChanges = 1;
+            heardFrom = true;
+            outcome = { status: "aborted", error: "stopped before the feed was drained (shutdown)" };
+            break;
+          }
         }
+        await settleInflight();
+      } catch (error) {
+        // A page still being written when something else failed may commit: count it and refresh
+        // what it changed. If an earlier page failed it cannot (the cursor check); it just ends.
+        const applying = inflight;
+        inflight = undefined;
+        if (applying) await settle(applying).catch(() => {});
+        throw error;
       }
     } catch (error) {
       const code = errorCode(error);
@@ -269,7 +330,12 @@ export function createSyncEngine(deps: {
               ? `malformed feed page: ${error.message}`
               : `sync failed: ${describePeerError(error)}`;
         outcome = { status: "failed", error: message.slice(0, 1000) };
-        lagChanges = unapplied ? unapplied.changes + (unapplied.hasMore ? 1 : 0) : heardFrom ? 1 : null;
+        const last = unapplied.at(-1);
+        lagChanges = last
+          ? unapplied.reduce((sum, page) => sum + page.changes, 0) + (last.hasMore ? 1 : 0)
+          : heardFrom
+            ? 1
+            : null;
         if (!(error instanceof PeerError || error instanceof FeedFormatError))
           logger.error({ err: error, peer: peer.name }, "federation: sync run failed");
       }

@@ -83,7 +83,19 @@ export interface SyncStore {
   beginRun(peerId: string, instance: string): Promise<{ syncId: number; peer: RunPeer } | null>;
   /** After 410 CURSOR_EXPIRED: cursor back to 0, remembering where this snapshot starts. */
   startResnapshot(peerId: string): Promise<void>;
-  applyPage(peerId: string, syncId: number, page: PreparedPage): Promise<ApplyResult>;
+  /**
+   * Applies a page in one transaction. With `after` (the previous page's apply, still running), the
+   * copies are written at once and the cursor is checked and moved only once `after` has ended, so
+   * the two transactions overlap and still commit in feed order (a failed `after` fails this one).
+   */
+  applyPage(
+    peerId: string,
+    syncId: number,
+    page: PreparedPage,
+    after?: Promise<unknown>,
+  ): Promise<ApplyResult>;
+  /** Whether applyPage may be given `after` (one connection, as on PGlite, runs one transaction). */
+  readonly pagesInParallel: boolean;
   finishRun(input: FinishInput): Promise<void>;
   close(): Promise<void>;
 }
@@ -338,30 +350,66 @@ export function createSyncStore(deps: {
     );
   }
 
-  async function applyPage(peerId: string, syncId: number, page: PreparedPage): Promise<ApplyResult> {
-    const result = await writePage(peerId, syncId, page);
+  async function applyPage(
+    peerId: string,
+    syncId: number,
+    page: PreparedPage,
+    after?: Promise<unknown>,
+  ): Promise<ApplyResult> {
+    const result = await writePage(peerId, syncId, page, after);
     await keepStatistics(page.upserts.length + page.deletes.length);
     return result;
   }
 
-  function writePage(peerId: string, syncId: number, page: PreparedPage): Promise<ApplyResult> {
+  function writePage(
+    peerId: string,
+    syncId: number,
+    page: PreparedPage,
+    after: Promise<unknown> | undefined,
+  ): Promise<ApplyResult> {
     return db.transaction(async (tx) => {
-      const [peer] = await tx
-        .select({
-          lastSeq: peers.lastSeq,
-          registryId: peers.registryId,
-          resnapshotFrom: peers.resnapshotFrom,
-        })
+      /**
+       * A sync page is derived data: the peer still holds it. Without waiting for the WAL flush, a crash
+       * can lose the last pages committed, but only as a suffix of whole transactions, cursor included,
+       * so they are read again: exactly once still holds.
+       */
+      if (database.kind === "postgres") await tx.execute(sql`set local synchronous_commit = off`);
+      const lockPeer = async () => {
+        const [locked] = await tx
+          .select({
+            lastSeq: peers.lastSeq,
+            registryId: peers.registryId,
+            resnapshotFrom: peers.resnapshotFrom,
+          })
+          .from(peers)
+          .where(eq(peers.id, peerId))
+          .for("update");
+        if (!locked) throw new StoreError("PEER_GONE", "the peer was removed");
+        if (locked.lastSeq !== page.since)
+          throw new StoreError(
+            "CURSOR_MOVED",
+            `the peer's cursor moved to ${locked.lastSeq} (expected ${page.since}): another run applied it`,
+          );
+        return locked;
+      };
+
+      /**
+       * The copies are written before the peer row is locked and the cursor checked, so a page can be
+       * written while the previous one (`after`) finishes. The engine never overlaps two pages that
+       * touch one copy, nor a page that may claim the registry id (that path locks the peer row first),
+       * so neither transaction waits on a row the other holds.
+       */
+      const [current] = await tx
+        .select({ registryId: peers.registryId })
         .from(peers)
-        .where(eq(peers.id, peerId))
-        .for("update");
-      if (!peer) throw new StoreError("PEER_GONE", "the peer was removed");
-      if (peer.lastSeq !== page.since)
-        throw new StoreError(
-          "CURSOR_MOVED",
-          `the peer's cursor moved to ${peer.lastSeq} (expected ${page.since}): another run applied it`,
-        );
-      let registry = peer.registryId;
+        .where(eq(peers.id, peerId));
+      if (!current) throw new StoreError("PEER_GONE", "the peer was removed");
+      let registry = current.registryId;
+      let peer: Awaited<ReturnType<typeof lockPeer>> | undefined;
+      if (page.registry !== null && registry !== page.registry) {
+        peer = await lockPeer();
+        registry = peer.registryId;
+      }
       if (page.registry !== null && registry !== page.registry) {
         if (registry !== null)
           throw new FeedFormatError(
@@ -408,6 +456,11 @@ export function createSyncStore(deps: {
           for (const g of gone) changedIds.push(g.id);
         }
       }
+
+      if (after) await after.catch(() => {});
+      peer ??= await lockPeer();
+      if (peer.registryId !== null && peer.registryId !== registry)
+        throw new StoreError("CURSOR_MOVED", "the peer's registry id changed while the page was written");
 
       let agentsSynced = sql`${peers.agentsSynced} + ${added - removed}`;
       let resnapshotFrom: number | null = peer.resnapshotFrom;
@@ -490,6 +543,7 @@ export function createSyncStore(deps: {
     beginRun,
     startResnapshot,
     applyPage,
+    pagesInParallel: database.kind === "postgres",
     finishRun,
     close: async () => {
       localLocks.clear();

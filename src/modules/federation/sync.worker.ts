@@ -40,7 +40,10 @@ function relayStore(): SyncStore {
     unlock: call("unlock"),
     beginRun: call("beginRun"),
     startResnapshot: call("startResnapshot"),
-    applyPage: call("applyPage"),
+    // The main thread's PGlite runs one transaction at a time: pages are applied one after another.
+    applyPage: (peerId: string, syncId: number, page: unknown) =>
+      caller.call("store", "applyPage", [peerId, syncId, page]),
+    pagesInParallel: false,
     finishRun: call("finishRun"),
     close: async () => {},
   } as SyncStore;
@@ -54,7 +57,8 @@ async function init(message: Extract<ToWorker, { type: "init" }>) {
     database = await openDatabase({
       url: config.databaseUrl,
       dataDir: config.dataDir,
-      poolMax: config.federation.concurrency + 2,
+      // Two connections per peer run (a page written while the previous one commits), plus spare.
+      poolMax: config.federation.concurrency * 2 + 2,
     });
     store = createSyncStore({ config, database, lockUrl: config.databaseUrl });
   } else {
