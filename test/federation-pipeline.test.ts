@@ -113,8 +113,8 @@ for (const backend of BACKENDS) {
         expect(res.status).toBe(201);
         originIds.push((await json<{ id: string }>(res)).id);
       }
-      const [{ seq }] = await a.db.database.rows<{ seq: number }>(sql`select max(seq)::int as seq from agents`);
-      lastSeqOnA = seq;
+      const [last] = await a.db.database.rows<{ seq: number }>(sql`select max(seq)::int as seq from agents`);
+      lastSeqOnA = Number(last!.seq);
       const puller = await a.app.services.auth.createClient({ name: "b puller", scopes: ["agents:read"] });
 
       bDb = await createTestDatabase(backend);
