@@ -18,7 +18,7 @@ import type { Caller } from "../src/modules/auth/model";
 import type { SearchFilters } from "../src/modules/search/model";
 
 export type ExplainedStatement = {
-  /** "page", "counts" or "other", from the statement's shape. */
+  /** "page", "counts", "probe" or "other", from the statement's shape. */
   role: string;
   executionMs: number;
   planningMs: number;
@@ -95,7 +95,9 @@ export function condensePlan(lines: string[]): {
 }
 
 function roleOf(query: string): string {
-  if (/with m as materialized/i.test(query)) return "counts";
+  if (/^explain/i.test(query.trim())) return "estimate";
+  if (/"facet_keys" as keys/i.test(query)) return "counts";
+  if (/as "boundary"/i.test(query)) return "probe";
   if (/^select max\(/i.test(query.trim())) return "max-seq";
   if (/order by/i.test(query)) return "page";
   return "other";
@@ -167,7 +169,8 @@ export async function openExplainer(backendEnv: Record<string, string>) {
       const statements: ExplainedStatement[] = [];
       for (const statement of [...captured]) {
         const role = roleOf(statement.query);
-        if (role === "max-seq") continue;
+        // The max(seq) probe and the planner's row estimate cost no execution worth a plan.
+        if (role === "max-seq" || role === "estimate") continue;
         statements.push({ role, ...condensePlan(await explain(statement)) });
       }
       return { searchMs, statements };

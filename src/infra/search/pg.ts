@@ -1,4 +1,4 @@
-import { and, desc, getTableColumns, gt, isNull, type SQL, sql } from "drizzle-orm";
+import { and, desc, getTableColumns, gt, inArray, isNull, type SQL, sql } from "drizzle-orm";
 import { filterConditions, searchDocumentFromColumns, visibleTo } from "../../modules/agents/repo";
 import type { Caller } from "../../modules/auth/model";
 import { emptyFacets, type FacetCounts } from "../../modules/search/model";
@@ -22,19 +22,44 @@ const FACET_OF_PREFIX = {
   tag: "tags",
   in: "inputModes",
   out: "outputModes",
+  provider: "providers",
 } as const satisfies Record<string, keyof FacetCounts>;
 
 /**
- * Total and facet counts cost a pass over every match, which for a broad query over a large corpus is
- * most of the request. They are remembered per (who may see what, query), together with the highest
+ * What one query may cost, whatever it matches. Exact totals, facets and relevance order over every
+ * match are O(matches): at 100k agents a common word or tag reads tens of thousands of rows (hundreds of
+ * milliseconds) where the target is 15 ms. So, past these bounds, the answer says it is approximate
+ * (`totalIsEstimate`) instead of reading everything; below them it is exact, as small registries and the
+ * contract tests see it. Exact counts over everything remain the Elasticsearch backend's job.
+ */
+export type PostgresSearchLimits = {
+  /** Total and facets are exact up to this many matches; past it they are estimated from a sample. */
+  exactCount: number;
+  /** Relevance order is exact up to this many matches; past it only the newest this many are ranked. */
+  rankWindow: number;
+  /** The typo-tolerant name match joins full text only when full text finds fewer than this. */
+  fuzzyBelow: number;
+};
+
+export const DEFAULT_SEARCH_LIMITS: PostgresSearchLimits = {
+  exactCount: 1000,
+  rankWindow: 200,
+  fuzzyBelow: 20,
+};
+
+/**
+ * Total and facet counts are remembered per (who may see what, query), together with the highest
  * change sequence at the time: every change to an agent (and every entitlement change) takes a new
  * sequence number, so an equal maximum means nothing the counts depend on has changed. Hard deletes
- * (removing a peer's copies) need not move the maximum, hence the short lifetime as well.
+ * (removing a peer's copies) need not move the maximum, hence the short lifetime as well. Concurrent
+ * requests for one key share one computation.
  */
 const FACET_CACHE_ENTRIES = 2000;
 const FACET_CACHE_TTL_MS = 1000;
 
-type CountsEntry = { maxSeq: number; at: number; total: number; facets: FacetCounts };
+type Summary = { total: number; totalIsEstimate: boolean; facets: FacetCounts };
+type FacetSample = { keys: string[]; provider: string | null };
+type CountsEntry = { maxSeq: number; at: number; summary: Promise<Summary> };
 
 function visibilityKey(caller: Caller): string {
   if (caller.kind !== "client") return "public";
@@ -48,18 +73,32 @@ export function topFacetValues(counts: Map<string, number>): { value: string; co
     .map(([value, count]) => ({ value, count }));
 }
 
+/** The planner's row estimate from an EXPLAIN (FORMAT JSON) result, as postgres.js or PGlite return it. */
+function plannedRows(rows: Record<string, unknown>[]): number {
+  let plan = rows[0]?.["QUERY PLAN"];
+  if (typeof plan === "string") plan = JSON.parse(plan);
+  const top = (plan as { Plan?: { "Plan Rows"?: number } }[] | undefined)?.[0]?.Plan?.["Plan Rows"];
+  return typeof top === "number" && Number.isFinite(top) ? top : 0;
+}
+
+/** Score given to matches past the ranking window: they follow every ranked match, newest first. */
+const UNRANKED = 0;
+/** Ranked matches score above UNRANKED even when their rank rounds to nothing. */
+const MIN_RANKED = 0.000001;
+
 /**
  * Search on Postgres itself (and PGlite): the weighted `search_doc` tsvector written with each change,
  * plus pg_trgm word similarity on the lower-cased name so a misspelt name still matches. The index is
  * the agents row, updated in the writing transaction, so this backend is always read-your-writes.
  */
-export function createPostgresSearch(database: Database): SearchBackend {
+export function createPostgresSearch(
+  database: Database,
+  limits: PostgresSearchLimits = DEFAULT_SEARCH_LIMITS,
+): SearchBackend {
   const { db } = database;
   const countsCache = new Map<string, CountsEntry>();
 
-  function matchParts(text: string) {
-    const tokens = queryTokens(text);
-    if (tokens.length === 0) return undefined;
+  function textParts(tokens: string[]) {
     const phrase = tokens.join(" ");
     // Each word must occur (as a prefix) in some weighted part; `simple` finds names, skills and tags as
     // written, `english` finds stemmed description words. Stop words vanish from the english query.
@@ -67,101 +106,325 @@ export function createPostgresSearch(database: Database): SearchBackend {
       (token) => sql`(to_tsquery('simple', ${`${token}:*`}) || to_tsquery('english', ${`${token}:*`}))`,
     );
     const tsquery = sql`(${sql.join(perToken, sql` && `)})`;
+    const fullText = sql`${agents.searchDoc} @@ ${tsquery}`;
     const fuzzyName = sql`${phrase} <% lower(${agents.name})`;
-    const matches = sql`(${agents.searchDoc} @@ ${tsquery} or ${fuzzyName})`;
+    const exactName = sql`lower(${agents.name}) = ${phrase}`;
     // Rank weights {D, C, B, A}: a name hit outweighs a skill or tag hit, which outweighs a description
-    // hit. Word similarity on the name rewards near-misses, an exact name wins outright. Rounded so the
-    // keyset cursor compares exactly the value it was given.
+    // hit. Strict word similarity (whole words of the name) rewards near-misses without letting a long
+    // name win on one shared word: "pricnig translator" ranks "Pricing Translator" above every
+    // "... Translator Pro". An exact name wins outright. Rounded so the keyset cursor compares exactly
+    // the value it was given.
     const score = sql<number>`round((ts_rank('{0.05,0.2,0.4,1.0}', ${agents.searchDoc}, ${tsquery})
-      + 0.5 * word_similarity(${phrase}, lower(${agents.name}))
-      + (lower(${agents.name}) = ${phrase})::int)::numeric, 6)::float8`;
-    return { matches, score };
+      + 0.5 * strict_word_similarity(${phrase}, lower(${agents.name}))
+      + (${exactName})::int)::numeric, 6)::float8`;
+    return { fullText, fuzzyName, exactName, score };
   }
 
-  function conditionsOf(query: BackendQuery, matches: SQL | undefined): (SQL | undefined)[] {
-    return [isNull(agents.deletedAt), visibleTo(query.caller), ...filterConditions(query.filters), matches];
+  type TextParts = ReturnType<typeof textParts>;
+
+  /**
+   * Full text alone when it finds a page's worth; the trigram name match (a similarity test per candidate
+   * row) joins it only when it does not, which is when a misspelling is likely.
+   */
+  const matchesOf = (parts: TextParts, fuzzy: boolean) =>
+    fuzzy ? sql`(${parts.fullText} or ${parts.fuzzyName})` : parts.fullText;
+
+  /** Whether full text alone finds fewer than `fuzzyBelow` matches (further pages ask; page 1 knows). */
+  async function needsFuzzy(base: SQL | undefined, parts: TextParts) {
+    const [{ found }] = (await database.rows<{ found: number }>(sql`
+      select count(*)::int as "found" from (
+        select 1 from ${agents} where ${and(base, parts.fullText)} limit ${limits.fuzzyBelow}) f`)) as [
+      { found: number },
+    ];
+    return Number(found) < limits.fuzzyBelow;
   }
 
-  async function counts(query: BackendQuery, conditions: (SQL | undefined)[]) {
-    const key = `${visibilityKey(query.caller)}|${queryTokens(query.text).join(" ")}|${JSON.stringify(query.filters)}`;
+  /**
+   * Total and top facet values over the matches, exact while they number at most `exactCount`. Past
+   * that, facets are counted over the first `exactCount + 1` matches the scan meets and scaled to the
+   * planner's estimate of the total (never below what was seen), and the summary says so.
+   */
+  async function computeSummary(where: SQL | undefined, taken?: FacetSample[]): Promise<Summary> {
+    const sample = limits.exactCount + 1;
+    // Counted here rather than by unnest + group by: the bounded sample is a few thousand keys, which a
+    // Map counts in a fraction of what the executor spends per unnested row.
+    const rows =
+      taken ??
+      (await database.rows<FacetSample>(sql`
+        select ${agents.facetKeys} as keys, ${agents.provider} as provider from ${agents} where ${where}
+        limit ${sample}`));
+    const seen = rows.length;
+    const totalIsEstimate = seen >= sample;
+    const counted = new Map<string, number>();
+    for (const row of rows) {
+      for (const key of row.keys) counted.set(key, (counted.get(key) ?? 0) + 1);
+      if (row.provider !== null) {
+        const key = `provider:${row.provider}`;
+        counted.set(key, (counted.get(key) ?? 0) + 1);
+      }
+    }
+    let total = seen;
+    if (totalIsEstimate) total = Math.max(Math.round(await estimatedRows(where)), sample);
+    const scale = totalIsEstimate ? total / seen : 1;
+    const byFacet = new Map<keyof FacetCounts, Map<string, number>>();
+    for (const [key, n] of counted) {
+      const colon = key.indexOf(":");
+      const facet = FACET_OF_PREFIX[key.slice(0, colon) as keyof typeof FACET_OF_PREFIX];
+      if (!facet) continue;
+      const values = byFacet.get(facet) ?? new Map<string, number>();
+      byFacet.set(facet, values);
+      values.set(key.slice(colon + 1), n);
+    }
+    const facets = emptyFacets();
+    // Ordered by what was counted: rounding scaled counts could tie values the sample told apart.
+    for (const [facet, values] of byFacet)
+      facets[facet] = topFacetValues(values).map(({ value, count }) => ({
+        value,
+        count: Math.max(1, Math.round(count * scale)),
+      }));
+    return { total, totalIsEstimate, facets };
+  }
+
+  /** The remembered counts of a query when still fresh, and what to remember new ones under. */
+  async function rememberedCounts(query: BackendQuery, tokens: string[]) {
+    const key = `${visibilityKey(query.caller)}|${tokens.join(" ")}|${JSON.stringify(query.filters)}`;
     const [{ maxSeq }] = (await database.rows<{ maxSeq: number | null }>(
       sql`select max(${agents.seq})::float8 as "maxSeq" from ${agents}`,
     )) as [{ maxSeq: number | null }];
-    const now = performance.now();
     const cached = countsCache.get(key);
-    const fresh = cached && cached.maxSeq === (maxSeq ?? 0) && now - cached.at < FACET_CACHE_TTL_MS;
-    if (fresh && !query.consistent) return cached;
+    // An entry still being computed counts as fresh: concurrent requests share one computation.
+    const fresh =
+      cached && cached.maxSeq === (maxSeq ?? 0) && performance.now() - cached.at < FACET_CACHE_TTL_MS;
+    return {
+      key,
+      maxSeq: Number(maxSeq ?? 0),
+      summary: fresh && !query.consistent ? cached.summary : undefined,
+    };
+  }
 
-    const where = and(...conditions);
-    const rows = await database.rows<{ kind: number; value: string | null; n: number }>(sql`
-      with m as materialized (
-        select ${agents.facetKeys} as keys, ${agents.provider} as provider from ${agents} where ${where}
-      )
-      select 0 as kind, null::text as value, count(*)::int as n from m
-      union all
-      select 1, k, count(*)::int from m cross join lateral unnest(m.keys) as k group by k
-      union all
-      select 2, provider, count(*)::int from m where provider is not null group by provider`);
-    const buckets = {
-      skills: new Map<string, number>(),
-      tags: new Map<string, number>(),
-      inputModes: new Map<string, number>(),
-      outputModes: new Map<string, number>(),
-      providers: new Map<string, number>(),
-    };
-    let total = 0;
-    for (const row of rows) {
-      const n = Number(row.n);
-      if (Number(row.kind) === 0) total = n;
-      else if (Number(row.kind) === 2) buckets.providers.set(row.value!, n);
-      else {
-        const colon = row.value!.indexOf(":");
-        const facet = FACET_OF_PREFIX[row.value!.slice(0, colon) as keyof typeof FACET_OF_PREFIX];
-        if (facet) buckets[facet].set(row.value!.slice(colon + 1), n);
-      }
-    }
-    const facets: FacetCounts = {
-      tags: topFacetValues(buckets.tags),
-      skills: topFacetValues(buckets.skills),
-      providers: topFacetValues(buckets.providers),
-      inputModes: topFacetValues(buckets.inputModes),
-      outputModes: topFacetValues(buckets.outputModes),
-    };
-    const entry = { maxSeq: maxSeq ?? 0, at: now, total, facets };
+  function remember(key: string, maxSeq: number, summary: Promise<Summary>) {
+    const entry: CountsEntry = { maxSeq, at: Number.POSITIVE_INFINITY, summary };
     if (countsCache.size >= FACET_CACHE_ENTRIES) countsCache.delete(countsCache.keys().next().value!);
     countsCache.delete(key);
     countsCache.set(key, entry);
-    return entry;
+    // Fresh from when the counts were read, not when asked for; a failed computation is not kept.
+    summary.then(
+      () => {
+        entry.at = performance.now();
+      },
+      () => {
+        if (countsCache.get(key) === entry) countsCache.delete(key);
+      },
+    );
+  }
+
+  type PageRow = SearchRow & { score: number };
+
+  /** The records of ranked hits, in the given order, with their scores. */
+  async function rowsOf(ranked: { id: string; score: number }[]): Promise<PageRow[]> {
+    if (ranked.length === 0) return [];
+    const rows = await db
+      .select(rowColumns)
+      .from(agents)
+      .where(
+        inArray(
+          agents.id,
+          ranked.map((hit) => hit.id),
+        ),
+      );
+    const byId = new Map(rows.map((row) => [row.id, row as SearchRow]));
+    return ranked.flatMap((hit) => {
+      const row = byId.get(hit.id);
+      return row ? [{ ...row, score: Number(hit.score) }] : [];
+    });
+  }
+
+  let tableRows = { n: 0, at: Number.NEGATIVE_INFINITY };
+
+  /** The planner's estimate of how many rows a condition selects (no execution). */
+  async function estimatedRows(where: SQL | undefined) {
+    const filter = where ? sql`where ${where}` : sql``;
+    return plannedRows(await database.rows(sql`explain (format json) select 1 from ${agents} ${filter}`));
+  }
+
+  /**
+   * Whether the newest `wanted` matches are best found by walking seq backwards (common words: a few
+   * rows per match) rather than by collecting every match from the text index and sorting (rare words).
+   * The planner makes this choice itself but, assuming matches spread evenly, walks backwards for
+   * words matching a few percent of agents, reading tens of thousands of rows; this picks by the
+   * break-even point, matches x matches = wanted x rows, from the same estimates.
+   */
+  async function readNewestFirst(where: SQL | undefined, wanted: number) {
+    if (performance.now() - tableRows.at > 60_000)
+      tableRows = { n: await estimatedRows(undefined), at: performance.now() };
+    const matches = await estimatedRows(where);
+    return matches * matches > wanted * tableRows.n;
+  }
+
+  /**
+   * One page of a text query. Relevance order over every match costs a rank per match (tens of thousands
+   * for a common word), so only a window of matches is ranked: the newest `rankWindow` of them, which is
+   * all of them for any query that selective. Matches past the window follow every ranked one, newest
+   * first, with score 0. The window is fixed by its boundary (the seq of the first match past it), which
+   * the cursor carries so that later pages keep ranking the same matches.
+   */
+  async function textPage(
+    query: BackendQuery,
+    base: SQL | undefined,
+    text: TextParts,
+    wantSample: boolean,
+  ): Promise<{ rows: PageRow[]; boundary?: number; matches: SQL | undefined; sample?: FacetSample[] }> {
+    const take = query.limit + 1;
+    const after = query.after;
+    let matches = and(base, matchesOf(text, after ? await needsFuzzy(base, text) : false));
+    const score = sql<number>`greatest(${text.score}, ${MIN_RANKED})`;
+    let boundary = after?.window;
+    let ranked: { id: string; score: number }[] = [];
+    if (after && boundary === undefined) {
+      // A cursor from a page that ranked every match (no window): keep doing so.
+      const rows = await db
+        .select({ ...rowColumns, score: text.score })
+        .from(agents)
+        .where(and(matches, sql`(${text.score}, ${agents.seq}) < (${after.score}::float8, ${after.seq})`))
+        .orderBy(desc(text.score), desc(agents.seq))
+        .limit(take);
+      return { rows: rows.map((row) => ({ ...(row as SearchRow), score: Number(row.score) })), matches };
+    }
+    let sample: FacetSample[] | undefined;
+    if (!after) {
+      // One scan of the newest matches serves the ranking window (the row past it marks the boundary)
+      // and, when counts are wanted, the facet sample: the same rows are not read twice.
+      const scanned = wantSample ? Math.max(limits.rankWindow, limits.exactCount) + 1 : limits.rankWindow + 1;
+      const rank = async (where: SQL | undefined) => {
+        const newestFirst = await readNewestFirst(where, scanned);
+        // `seq + 0` is not what agents_seq_key orders: the planner then collects the matches from the
+        // text index and sorts them, instead of walking seq backwards past every non-match.
+        const order = newestFirst ? sql`${agents.seq} desc` : sql`${agents.seq} + 0 desc`;
+        return database.rows<{
+          id: string | null;
+          seq: number | null;
+          score: number | null;
+          boundary: number | null;
+          scanned: number | null;
+          keys: string[] | null;
+          provider: string | null;
+        }>(sql`
+          with s as materialized (
+            select ${agents.id} as id, ${agents.seq} as seq, ${agents.facetKeys} as keys,
+              ${agents.provider} as provider
+            from ${agents} where ${where} order by ${order} limit ${scanned}
+          ), w as (
+            select id, seq from s order by seq desc limit ${limits.rankWindow + 1}
+          ), b as (
+            select min(seq) as boundary from w having count(*) > ${limits.rankWindow}
+          ), r as (
+            select ${agents.id} as id, ${agents.seq} as seq, ${score} as score from ${agents}
+            join w on w.id = ${agents.id}
+            where w.seq > coalesce((select boundary from b), -1)
+            order by 3 desc, 2 desc limit ${take}
+          )
+          select r.id, r.seq::float8 as seq, r.score, (select boundary::float8 from b) as boundary,
+            (select count(*)::int from s) as scanned, null::text[] as keys, null::text as provider
+          from r
+          ${wantSample ? sql`union all select null, null, null, null, null, s.keys, s.provider from s` : sql``}`);
+      };
+      let rows = await rank(matches);
+      const found = rows.find((row) => row.scanned !== null)?.scanned ?? 0;
+      if (found < limits.fuzzyBelow) {
+        matches = and(base, matchesOf(text, true));
+        rows = await rank(matches);
+      }
+      const hits = rows.filter((row) => row.id !== null);
+      hits.sort((x, y) => Number(y.score) - Number(x.score) || Number(y.seq) - Number(x.seq));
+      ranked = hits.map((row) => ({ id: row.id!, score: Number(row.score) }));
+      const marker = hits[0]?.boundary;
+      boundary = marker === null || marker === undefined ? undefined : Number(marker);
+      if (wantSample)
+        sample = rows
+          .filter((row) => row.id === null)
+          .map((row) => ({ keys: row.keys!, provider: row.provider }));
+    } else if (after.score > UNRANKED) {
+      ranked = (
+        await db
+          .select({ id: agents.id, score })
+          .from(agents)
+          .where(
+            and(
+              matches,
+              sql`${agents.seq} > ${boundary}`,
+              sql`(${score}, ${agents.seq}) < (${after.score}::float8, ${after.seq})`,
+            ),
+          )
+          .orderBy(desc(score), desc(agents.seq))
+          .limit(take)
+      ).map((row) => ({ id: row.id, score: Number(row.score) }));
+    }
+    const rows = await rowsOf(ranked);
+    if (boundary === undefined || rows.length >= take) return { rows, boundary, matches, sample };
+    const rest = await db
+      .select({ ...rowColumns, score: sql<number>`${UNRANKED}::float8` })
+      .from(agents)
+      .where(
+        and(
+          matches,
+          sql`${agents.seq} <= ${boundary}`,
+          after?.score === UNRANKED ? sql`${agents.seq} < ${after.seq}` : undefined,
+        ),
+      )
+      .orderBy(desc(agents.seq))
+      .limit(take - rows.length);
+    return {
+      rows: [...rows, ...rest.map((row) => ({ ...(row as SearchRow), score: UNRANKED }))],
+      boundary,
+      matches,
+      sample,
+    };
+  }
+
+  async function page(
+    query: BackendQuery,
+    base: SQL | undefined,
+    text: TextParts | undefined,
+    wantSample: boolean,
+  ) {
+    if (text) return textPage(query, base, text, wantSample);
+    const after = query.after ? sql`${agents.seq} < ${query.after.seq}` : undefined;
+    const rows = await db
+      .select({ ...rowColumns, score: sql<number>`0::float8` })
+      .from(agents)
+      .where(and(base, after))
+      .orderBy(desc(agents.seq))
+      .limit(query.limit + 1);
+    return {
+      rows: rows.map((row) => ({ ...(row as SearchRow), score: 0 })),
+      boundary: undefined,
+      matches: base,
+      sample: undefined,
+    };
   }
 
   return {
     name: "postgres",
 
     async search(query: BackendQuery): Promise<SearchPage> {
-      const match = matchParts(query.text);
-      const conditions = conditionsOf(query, match?.matches);
-      const score = match?.score ?? sql<number>`0::float8`;
-      const pageConditions = [...conditions];
-      if (query.after) {
-        pageConditions.push(
-          match
-            ? sql`(${match.score}, ${agents.seq}) < (${query.after.score}::float8, ${query.after.seq})`
-            : sql`${agents.seq} < ${query.after.seq}`,
-        );
+      const tokens = queryTokens(query.text);
+      const base = and(isNull(agents.deletedAt), visibleTo(query.caller), ...filterConditions(query.filters));
+      const remembered = query.withFacets ? await rememberedCounts(query, tokens) : undefined;
+      // The page first: it settles whether the typo-tolerant name match takes part, which the counts
+      // follow, and the first page of a text query reads the facet sample in the same scan.
+      const text = tokens.length > 0 ? textParts(tokens) : undefined;
+      const wantSample = remembered !== undefined && remembered.summary === undefined && !query.after;
+      const { rows, boundary, matches, sample } = await page(query, base, text, wantSample);
+      let summary: Summary | undefined;
+      if (remembered?.summary) summary = await remembered.summary;
+      else if (remembered) {
+        const computed = computeSummary(matches, sample);
+        remember(remembered.key, remembered.maxSeq, computed);
+        summary = await computed;
       }
-      const pageQuery = db
-        .select({ ...rowColumns, score })
-        .from(agents)
-        .where(and(...pageConditions))
-        .orderBy(...(match ? [desc(score), desc(agents.seq)] : [desc(agents.seq)]))
-        .limit(query.limit + 1);
-      const [rows, summary] = await Promise.all([
-        pageQuery,
-        query.withFacets ? counts(query, conditions) : undefined,
-      ]);
-      const page = rows.slice(0, query.limit);
+      const hits = rows.slice(0, query.limit);
       return {
-        hits: page.map(({ score: hitScore, ...row }) => ({
+        hits: hits.map(({ score: hitScore, ...row }) => ({
           id: row.id,
           score: Number(hitScore),
           seq: row.seq,
@@ -169,7 +432,9 @@ export function createPostgresSearch(database: Database): SearchBackend {
         })),
         hasMore: rows.length > query.limit,
         total: summary?.total ?? 0,
+        totalIsEstimate: summary?.totalIsEstimate ?? false,
         facets: summary?.facets ?? emptyFacets(),
+        window: boundary,
       };
     },
 

@@ -5,8 +5,11 @@ import type { AgentRow } from "../db/schema";
 
 export type SearchBackendName = "postgres" | "elasticsearch";
 
-/** Keyset position: the last hit's sort values (score, then seq, both descending). */
-export type SearchAfter = { score: number; seq: number };
+/**
+ * Keyset position: the last hit's sort values (score, then seq, both descending), and for a Postgres
+ * text query with more matches than it ranks, the ranking window the page was cut from.
+ */
+export type SearchAfter = { score: number; seq: number; window?: number };
 
 export type BackendQuery = {
   /** Normalised free text; empty means "everything the filters select", newest first. */
@@ -37,7 +40,11 @@ export type SearchPage = {
   /** Whether more hits follow the page (the backend fetched one more than asked). */
   hasMore: boolean;
   total: number;
+  /** The total (and so the facet counts) is an estimate: the query matched more than is counted exactly. */
+  totalIsEstimate?: boolean;
   facets: FacetCounts;
+  /** The ranking window of a Postgres text query with more matches than it ranks; the cursor keeps it. */
+  window?: number;
 };
 
 /** One agent's state to put in an external index; `row` absent or deleted means remove it. */

@@ -47,6 +47,10 @@ export const SearchResponse = t.Object(
   {
     items: t.Array(t.Object({ agent: AgentRecord, score: t.Number() })),
     total: t.Integer({ minimum: 0, description: "Matches visible to the caller, over all pages" }),
+    totalIsEstimate: t.Boolean({
+      description:
+        "true when the query matched more agents than the backend counts exactly (1,000 on Postgres): total is then an estimate, and facet counts are counted over a sample of the matches and scaled to it",
+    }),
     facets: Facets,
     nextCursor: t.Union([t.String(), t.Null()]),
   },

@@ -27,7 +27,9 @@ export type SearchDeps = {
 const BREAKER_OPEN_MS = 5000;
 
 export function encodeSearchCursor(after: SearchAfter): string {
-  return Buffer.from(JSON.stringify([after.score, after.seq])).toString("base64url");
+  const values =
+    after.window === undefined ? [after.score, after.seq] : [after.score, after.seq, after.window];
+  return Buffer.from(JSON.stringify(values)).toString("base64url");
 }
 
 export function decodeSearchCursor(cursor: string | undefined): SearchAfter | undefined {
@@ -44,14 +46,17 @@ export function decodeSearchCursor(cursor: string | undefined): SearchAfter | un
   }
   if (
     !Array.isArray(value) ||
-    value.length !== 2 ||
+    (value.length !== 2 && value.length !== 3) ||
     typeof value[0] !== "number" ||
     !Number.isFinite(value[0]) ||
     !Number.isSafeInteger(value[1]) ||
-    value[1] < 0
+    value[1] < 0 ||
+    (value.length === 3 && (!Number.isSafeInteger(value[2]) || value[2] < 0))
   )
     throw malformed();
-  return { score: value[0], seq: value[1] };
+  return value.length === 3
+    ? { score: value[0], seq: value[1], window: value[2] }
+    : { score: value[0], seq: value[1] };
 }
 
 export function createSearchService(deps: SearchDeps) {
@@ -131,8 +136,11 @@ export function createSearchService(deps: SearchDeps) {
       items.push(`{"agent":${recordBody(row, config.registryId)},"score":${hit.score}}`);
     }
     const last = page.hits.at(-1);
-    const nextCursor = page.hasMore && last ? encodeSearchCursor({ score: last.score, seq: last.seq }) : null;
-    return `{"items":[${items.join(",")}],"total":${page.total},"facets":${JSON.stringify(page.facets)},"nextCursor":${JSON.stringify(nextCursor)}}`;
+    const nextCursor =
+      page.hasMore && last
+        ? encodeSearchCursor({ score: last.score, seq: last.seq, window: page.window })
+        : null;
+    return `{"items":[${items.join(",")}],"total":${page.total},"totalIsEstimate":${page.totalIsEstimate === true},"facets":${JSON.stringify(page.facets)},"nextCursor":${JSON.stringify(nextCursor)}}`;
   }
 
   /** Readiness: Postgres search is the database; Elasticsearch down degrades (Postgres answers). */
