@@ -42,7 +42,7 @@ export type PostgresSearchLimits = {
 };
 
 export const DEFAULT_SEARCH_LIMITS: PostgresSearchLimits = {
-  exactCount: 1000,
+  exactCount: 500,
   rankWindow: 200,
   fuzzyBelow: 20,
 };
@@ -100,11 +100,14 @@ export function createPostgresSearch(
 
   function textParts(tokens: string[]) {
     const phrase = tokens.join(" ");
-    // Each word must occur (as a prefix) in some weighted part; `simple` finds names, skills and tags as
-    // written, `english` finds stemmed description words. Stop words vanish from the english query.
-    const perToken = tokens.map(
-      (token) => sql`(to_tsquery('simple', ${`${token}:*`}) || to_tsquery('english', ${`${token}:*`}))`,
-    );
+    // Each word must occur in some weighted part; `simple` finds names, skills and tags as written,
+    // `english` finds stemmed description words. Stop words vanish from the english query. The last word
+    // matches as a prefix (the one being typed); earlier ones whole: a prefix makes the text index merge
+    // the postings of every word it starts (all of data*, for "data"), several times the cost of a word.
+    const perToken = tokens.map((token, i) => {
+      const term = i === tokens.length - 1 ? `${token}:*` : token;
+      return sql`(to_tsquery('simple', ${term}) || to_tsquery('english', ${term}))`;
+    });
     const tsquery = sql`(${sql.join(perToken, sql` && `)})`;
     const fullText = sql`${agents.searchDoc} @@ ${tsquery}`;
     const fuzzyName = sql`${phrase} <% lower(${agents.name})`;
@@ -331,7 +334,12 @@ export function createPostgresSearch(
       let rows = await rank(matches);
       const found = rows.find((row) => row.scanned !== null)?.scanned ?? 0;
       if (found < limits.fuzzyBelow) {
-        matches = and(base, matchesOf(text, true));
+        // The full-text matches are few and, when all on this page, known: name them rather than search
+        // the text index again (the expensive half of the condition).
+        const known = rows.filter((row) => row.id !== null).map((row) => row.id!);
+        const fullText =
+          known.length === found ? (known.length > 0 ? inArray(agents.id, known) : undefined) : text.fullText;
+        matches = and(base, fullText ? sql`(${fullText} or ${text.fuzzyName})` : text.fuzzyName);
         rows = await rank(matches);
       }
       const hits = rows.filter((row) => row.id !== null);

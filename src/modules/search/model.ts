@@ -49,7 +49,7 @@ export const SearchResponse = t.Object(
     total: t.Integer({ minimum: 0, description: "Matches visible to the caller, over all pages" }),
     totalIsEstimate: t.Boolean({
       description:
-        "true when the query matched more agents than the backend counts exactly (1,000 on Postgres): total is then an estimate, and facet counts are counted over a sample of the matches and scaled to it",
+        "true when the query matched more agents than the backend counts exactly (500 on Postgres): total is then an estimate, and facet counts are counted over a sample of the matches and scaled to it",
     }),
     facets: Facets,
     nextCursor: t.Union([t.String(), t.Null()]),
