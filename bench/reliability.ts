@@ -1,6 +1,7 @@
 /**
  * `bun run bench:reliability` (issue 8, "Figures to report in BENCHMARKS.md"): runs the reliability
- * suites (test/fuzz.test.ts, test/access-matrix.test.ts, test/faults.test.ts, test/abuse.test.ts) with
+ * suites (test/fuzz.test.ts, test/access-matrix.test.ts, test/faults.test.ts, test/abuse.test.ts), each in a
+ * bun test process of its own, with
  * RELIABILITY_FIGURES_DIR set, so each writes what it counted (test/support/figures.ts), and renders those
  * figures against the issue's targets into the `reliability` section of BENCHMARKS.md, with the soak's
  * headline figures read back from its own section (the soak is not re-run: it takes tens of minutes).
@@ -378,7 +379,7 @@ export function renderReliabilitySection(report: ReliabilityReport): string {
     report.command,
     "```",
     "",
-    `Every figure below was counted by the suites themselves during this run (\`${SUITE_FILES.join("`, `")}\`, each writing what it saw to RELIABILITY_FIGURES_DIR) and is checked against issue 8's targets here. \`bun test\`: ${t.pass} pass, ${t.fail} fail, ${t.skip} skipped${t.errors ? `, ${t.errors} errors between tests` : ""}, exit ${t.exitCode}. Targets: ${allMet ? "every one met" : "SOME MISSED (below)"}.`,
+    `Every figure below was counted by the suites themselves during this run (\`${SUITE_FILES.join("`, `")}\`, each writing what it saw to RELIABILITY_FIGURES_DIR) and is checked against issue 8's targets here. \`bun test\` (one process per suite): ${t.pass} pass, ${t.fail} fail, ${t.skip} skipped${t.errors ? `, ${t.errors} errors between tests` : ""}, exit ${t.exitCode}. Targets: ${allMet ? "every one met" : "SOME MISSED (below)"}.`,
   ];
   // A failing test whose figures all meet their targets is still a failure: said apart, by name.
   if (t.failed?.length) lines.push("", ...t.failed.map((name) => `- Failed: ${name}`));
@@ -467,14 +468,28 @@ async function main(): Promise<boolean> {
   if (databaseUrl) env.TEST_DATABASE_URL = databaseUrl;
   if (redisUrl) env.TEST_REDIS_URL = redisUrl;
   const backends = databaseUrl ? ["pglite", "postgres"] : ["pglite"];
-  const args = ["bun", "test", "--timeout", "600000", ...SUITE_FILES];
-  console.log(`reliability: ${args.join(" ")} (figures in ${figuresDir})`);
-  const proc = Bun.spawn(args, { cwd: REPO, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const [out, err, exitCode] = await Promise.all([
-    tee(proc.stdout, process.stdout),
-    tee(proc.stderr, process.stderr),
-    proc.exited,
-  ]);
+  // One bun test process per suite, as a suite is meant to run: one suite's leftovers (PGlite instances,
+  // timers, child processes) cannot change another's figures, and a failure is pinned to its suite.
+  const tests = { exitCode: 0, pass: 0, fail: 0, skip: 0, errors: 0, failed: [] as string[] };
+  for (const file of SUITE_FILES) {
+    const args = ["bun", "test", "--timeout", "600000", file];
+    console.log(`reliability: ${args.join(" ")} (figures in ${figuresDir})`);
+    const proc = Bun.spawn(args, { cwd: REPO, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const [out, err, exitCode] = await Promise.all([
+      tee(proc.stdout, process.stdout),
+      tee(proc.stderr, process.stderr),
+      proc.exited,
+    ]);
+    const summary = testSummary(`${out}\n${err}`);
+    tests.exitCode ||= exitCode;
+    tests.pass += summary.pass;
+    tests.fail += summary.fail;
+    tests.skip += summary.skip;
+    tests.errors += summary.errors;
+    tests.failed.push(...summary.failed.map((name) => `${file}: ${name}`));
+    // A crash or a failure outside any test leaves no "(fail)" line: the suite is named all the same.
+    if (exitCode !== 0 && summary.failed.length === 0) tests.failed.push(`${file}: exit ${exitCode}`);
+  }
 
   const vars = Object.keys(process.env)
     .filter((k) => (k.startsWith("BENCH_") || k.startsWith("FUZZ_")) && process.env[k])
@@ -498,7 +513,7 @@ async function main(): Promise<boolean> {
         : "no shared Redis",
       "the fault suite on a Postgres cluster (initdb, pg_ctl) and a redis-server of its own, which it kills",
     ].join("; "),
-    tests: { exitCode, ...testSummary(`${out}\n${err}`) },
+    tests,
     records: readFigures(figuresDir),
     soak: existsSync(output) ? soakHeadline(readFileSync(output, "utf8")) : undefined,
   };
