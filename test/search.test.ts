@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createPostgresSearch, type PostgresSearchLimits } from "../src/infra/search/pg";
+import { createPostgresSearch, type PostgresSearchLimits, topFacetValues } from "../src/infra/search/pg";
+import { FACET_SIZE } from "../src/infra/search/types";
 import type { BackendQuery, SearchHit, SearchPage } from "../src/infra/search/types";
 import { ANONYMOUS } from "../src/modules/auth/model";
 import { decodeSearchCursor, encodeSearchCursor } from "../src/modules/search/service";
@@ -189,5 +190,31 @@ describe("search cursor", () => {
       const cursor = Buffer.from(JSON.stringify([0.5, 12, window])).toString("base64url");
       expect(() => decodeSearchCursor(cursor)).toThrow("Malformed cursor");
     }
+  });
+});
+
+describe("top facet values", () => {
+  test("are the most frequent, ties by value, as a full sort would give", () => {
+    const counts = new Map<string, number>();
+    // Many values seen once (a sample's skill ids), some more often, ties across the cut.
+    for (let i = 0; i < 3000; i++) counts.set(`v${(i * 7919) % 3000}`, 1 + (i % 97 === 0 ? i % 5 : 0));
+    const expected = [...counts]
+      .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      .slice(0, FACET_SIZE)
+      .map(([value, count]) => ({ value, count }));
+    expect(topFacetValues(counts)).toEqual(expected);
+    expect(
+      topFacetValues(
+        new Map([
+          ["b", 1],
+          ["a", 1],
+          ["c", 2],
+        ]),
+      ),
+    ).toEqual([
+      { value: "c", count: 2 },
+      { value: "a", count: 1 },
+      { value: "b", count: 1 },
+    ]);
   });
 });
