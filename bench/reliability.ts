@@ -1,10 +1,10 @@
 /**
  * `bun run bench:reliability` (issue 8, "Figures to report in BENCHMARKS.md"): runs the reliability
- * suites (test/fuzz.test.ts, test/access-matrix.test.ts, test/faults.test.ts, test/abuse.test.ts), each in a
- * bun test process of its own, with
- * RELIABILITY_FIGURES_DIR set, so each writes what it counted (test/support/figures.ts), and renders those
- * figures against the issue's targets into the `reliability` section of BENCHMARKS.md, with the soak's
- * headline figures read back from its own section (the soak is not re-run: it takes tens of minutes).
+ * suites (test/fuzz.test.ts, test/access-matrix.test.ts, test/faults.test.ts, test/abuse.test.ts), each in
+ * a bun test process of its own, with RELIABILITY_FIGURES_DIR set, so each writes what it counted
+ * (test/support/figures.ts), and renders those figures against the issue's targets into the `reliability`
+ * section of BENCHMARKS.md, with the soak's headline figures read back from its own section (the soak is
+ * not re-run: it takes tens of minutes).
  *
  * Backends: the suites always run on PGlite; with BENCH_DATABASE_URL they run on Postgres as well (passed
  * as TEST_DATABASE_URL), with BENCH_REDIS_URL the limiter is also tried across two instances sharing that
@@ -379,7 +379,7 @@ export function renderReliabilitySection(report: ReliabilityReport): string {
     report.command,
     "```",
     "",
-    `Every figure below was counted by the suites themselves during this run (\`${SUITE_FILES.join("`, `")}\`, each writing what it saw to RELIABILITY_FIGURES_DIR) and is checked against issue 8's targets here. \`bun test\` (one process per suite): ${t.pass} pass, ${t.fail} fail, ${t.skip} skipped${t.errors ? `, ${t.errors} errors between tests` : ""}, exit ${t.exitCode}. Targets: ${allMet ? "every one met" : "SOME MISSED (below)"}.`,
+    `Every figure below was counted by the suites themselves during this run (\`${SUITE_FILES.join("`, `")}\`, each writing what it saw to RELIABILITY_FIGURES_DIR) and is checked against issue 8's targets here. \`bun test\` (one process per suite): ${t.pass} pass, ${t.fail} fail, ${t.skip} skipped${t.errors ? `, ${t.errors} ${t.errors === 1 ? "error" : "errors"} outside any test` : ""}, exit ${t.exitCode}. Targets: ${allMet ? "every one met" : "SOME MISSED (below)"}.`,
   ];
   // A failing test whose figures all meet their targets is still a failure: said apart, by name.
   if (t.failed?.length) lines.push("", ...t.failed.map((name) => `- Failed: ${name}`));
