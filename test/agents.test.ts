@@ -280,6 +280,43 @@ for (const backend of BACKENDS) {
           expect(Number(rows[0]!.n)).toBe(1);
         });
 
+        test("a burst of publishes (written together) gives each its own row, version, audit row and seq", async () => {
+          const cards = Array.from({ length: 16 }, () => cardWith());
+          // Four more of the first url, from another client: exactly one of the five may win.
+          const burst = [
+            ...cards.map((card) => publish(card)),
+            ...Array.from({ length: 4 }, () => publish(cards[0], other.token)),
+          ];
+          const results = await Promise.all(burst);
+          const created = results.filter((r) => r.status === 201);
+          const refused = results.filter((r) => r.status === 409);
+          expect(created).toHaveLength(16);
+          expect(refused).toHaveLength(4);
+          for (const r of refused) expect((await json(r)).code).toBe("AGENT_EXISTS");
+          const records = await Promise.all(created.map((r) => json<Record_ & { seq?: number }>(r)));
+          expect(new Set(records.map((r) => r.url)).size).toBe(16);
+          for (const [i, record] of records.entries()) {
+            // What the publish answered is what a read (from the database, not the cache) returns.
+            const etag = created[i]!.headers.get("etag");
+            t.app.services.agentCache.clearLocal();
+            const read = await t.request(`/v1/agents/${record.id}`);
+            expect(read.headers.get("etag")).toBe(etag);
+            const versions = await json<{ items: Array<{ version: string }> }>(
+              await t.request(`/v1/agents/${record.id}/versions`),
+            );
+            expect(versions.items.map((v) => v.version)).toEqual([record.version]);
+          }
+          const ids = records.map((r) => r.id);
+          const audit = await t.db.database.rows<{ target: string; actor: string }>(
+            sql`select target, actor from audit_log where action = 'agent.created' and target = any(string_to_array(${ids.join(",")}, ','))`,
+          );
+          expect(audit.map((a) => a.target).sort()).toEqual([...ids].sort());
+          const seqs = await t.db.database.rows<{ seq: string }>(
+            sql`select seq::text as seq from agents where id::text = any(string_to_array(${ids.join(",")}, ','))`,
+          );
+          expect(new Set(seqs.map((r) => r.seq)).size).toBe(16);
+        });
+
         test("the owner is the caller, not anything in the body or card", async () => {
           const body = await publishOk({ ...cardWith(), owner: admin.clientId });
           expect(body.owner).toBe(writer.clientId);

@@ -34,6 +34,10 @@ export function createAudit(deps: { database: Database; metrics: Metrics; logger
       await executor.insert(auditLog).values(row(event));
       metrics.auditEvents.inc({ action: event.action, outcome: event.outcome });
     },
+    /** Counts events whose rows a write inserted itself, in its own statement (a publish). */
+    counted(events: AuditEvent[]): void {
+      for (const event of events) metrics.auditEvents.inc({ action: event.action, outcome: event.outcome });
+    },
     async recordDetached(event: AuditEvent): Promise<void> {
       try {
         await database.db.insert(auditLog).values(row(event));

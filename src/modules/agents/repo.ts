@@ -1,5 +1,7 @@
 import { and, arrayContains, desc, eq, gte, inArray, isNull, lt, type SQL, sql } from "drizzle-orm";
-import type { Database, Executor } from "../../infra/db/client";
+import { PgDialect } from "drizzle-orm/pg-core";
+import type { AuditEvent } from "../../infra/audit";
+import { type Database, type Executor, runStatement } from "../../infra/db/client";
 import { type AgentRow, agents, agentVersions, entitlements } from "../../infra/db/schema";
 import type { Caller } from "../auth/model";
 import type { SearchFilters } from "../search/model";
@@ -77,6 +79,97 @@ export function filterConditions(filters: AgentFilters): SQL[] {
   if (filters.health) conditions.push(eq(agents.health, filters.health));
   if (filters.signature) conditions.push(eq(agents.signature, filters.signature));
   return conditions;
+}
+
+/** A validated publish: the agent row to insert and the audit event that records it. */
+export type NewAgent = { values: AgentInsert; audit: AuditEvent };
+
+/**
+ * The publish of many agents as one statement: their rows, first versions and audit rows from one JSON
+ * parameter, so the text never changes (prepared once per connection) and nothing is built per call.
+ * A url already live, or repeated in the batch, leaves its row out (on conflict do nothing); versions
+ * and audit rows follow only the rows inserted. Rows go in `ord` order, the caller's lock order.
+ */
+const INSERT_PUBLISHED = new PgDialect().sqlToQuery(sql`with input as (
+    select * from jsonb_to_recordset(${sql.raw("$1")}::text::jsonb) as x(
+      ord int, id uuid, owner text, name text, description text, url text, card_url text, visibility text,
+      status text, generation text, protocol_version text, latest_version text, card jsonb, card_raw text,
+      card_hash text, skills text[], tags text[], input_modes text[], output_modes text[], facet_keys text[],
+      streaming boolean, provider text, signature text, signature_kid text, signature_domain text,
+      signature_error text, audit_actor text, audit_action text, audit_outcome text, audit_ip text,
+      audit_request_id text, audit_details jsonb)
+  ),
+  inserted as (
+    insert into agents (id, owner, name, description, url, card_url, visibility, status, generation,
+      protocol_version, latest_version, card, card_raw, card_hash, skills, tags, input_modes, output_modes,
+      facet_keys, streaming, provider, signature, signature_kid, signature_domain, signature_error, seq,
+      search_doc)
+    select id, owner, name, description, url, card_url, visibility, status, generation, protocol_version,
+      latest_version, card, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
+      streaming, provider, signature, signature_kid, signature_domain, signature_error, ${nextSeq},
+      ${searchDocument({
+        name: sql.raw("name"),
+        description: sql.raw("description"),
+        skillText: sql.raw("array_to_string(skills || tags, ' ')"),
+      })}
+    from input order by ord
+    on conflict do nothing
+    returning id, seq, created_at, updated_at
+  ),
+  versions as (
+    insert into agent_versions (agent_id, version, card, card_raw, card_hash)
+    select i.id, i.latest_version, i.card, i.card_raw, i.card_hash from input i join inserted using (id)
+  ),
+  audited as (
+    insert into audit_log (actor, action, target, outcome, ip, request_id, details)
+    select i.audit_actor, i.audit_action, i.id::text, i.audit_outcome, i.audit_ip, i.audit_request_id,
+      i.audit_details
+    from input i join inserted using (id) order by i.ord
+  )
+  select id, seq::text as seq,
+    -- Milliseconds as text: the drivers disagree on timestamp values, and Date keeps milliseconds.
+    floor(extract(epoch from created_at) * 1000)::text as created_ms,
+    floor(extract(epoch from updated_at) * 1000)::text as updated_ms
+  from inserted`).sql;
+
+/** The full row of a just-inserted agent: its values, the column defaults, and what Postgres stamped. */
+function newAgentRow(
+  values: AgentInsert,
+  facetKeys: string[],
+  seq: number,
+  createdAt: Date,
+  updatedAt: Date,
+): AgentRow {
+  return {
+    owner: null,
+    description: "",
+    cardUrl: null,
+    statusMessage: null,
+    protocolVersion: null,
+    provider: null,
+    signature: "none",
+    signatureKid: null,
+    health: "unknown",
+    checkedAt: null,
+    originRegistry: null,
+    originId: null,
+    deletedAt: null,
+    signatureDomain: null,
+    signatureError: null,
+    healthError: null,
+    failingSince: null,
+    heartbeatExpiresAt: null,
+    nextProbeAt: null,
+    drift: null,
+    ...values,
+    // What the agents_feed_stamp trigger sets: true once the agent is public.
+    everPublic: values.everPublic === true || values.visibility === "public",
+    facetKeys,
+    searchDoc: null,
+    seq,
+    createdAt,
+    updatedAt,
+  };
 }
 
 export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -160,56 +253,70 @@ export function agentsRepo(database: Database) {
       );
     },
     /**
-     * Inserts a new agent and returns its row. Only what the database decides (seq, timestamps) comes
-     * back: returning the whole row would ship the card and search document back for nothing, which
-     * measured a third of publish throughput.
+     * Inserts new agents with their first version and audit row (INSERT_PUBLISHED) and returns the rows
+     * inserted, by id; an agent missing from the result had a url that is already live. Only what the
+     * database decides (seq, timestamps) comes back: returning the whole row would ship the card and
+     * search document back for nothing.
      */
-    async insert(values: AgentInsert, executor: Executor): Promise<AgentRow> {
-      const facetKeys = facetKeysOf(values);
-      const rows = await executor
-        .insert(agents)
-        .values({
-          ...values,
-          facetKeys,
-          seq: nextSeq,
-          searchDoc: searchDocument({
-            name: values.name,
-            description: values.description ?? "",
-            skillText: skillTextOf(values),
-          }),
-        })
-        .returning({ seq: agents.seq, createdAt: agents.createdAt, updatedAt: agents.updatedAt });
-      const stamped = rows[0]!;
-      return {
-        owner: null,
-        description: "",
-        cardUrl: null,
-        statusMessage: null,
-        protocolVersion: null,
-        provider: null,
-        signature: "none",
-        signatureKid: null,
-        health: "unknown",
-        checkedAt: null,
-        originRegistry: null,
-        originId: null,
-        deletedAt: null,
-        signatureDomain: null,
-        signatureError: null,
-        healthError: null,
-        failingSince: null,
-        heartbeatExpiresAt: null,
-        nextProbeAt: null,
-        drift: null,
-        ...values,
-        // What the agents_feed_stamp trigger sets: true once the agent is public.
-        everPublic: values.everPublic === true || values.visibility === "public",
-        facetKeys,
-        searchDoc: null,
-        seq: stamped.seq,
-        createdAt: stamped.createdAt,
-        updatedAt: stamped.updatedAt,
-      };
+    async insertPublished(list: NewAgent[], executor: Executor): Promise<Map<string, AgentRow>> {
+      const facets = list.map(({ values }) => facetKeysOf(values));
+      const input = list.map(({ values, audit }, ord) => ({
+        ord,
+        id: values.id,
+        owner: values.owner ?? null,
+        name: values.name,
+        description: values.description ?? "",
+        url: values.url,
+        card_url: values.cardUrl ?? null,
+        visibility: values.visibility,
+        status: values.status,
+        generation: values.generation,
+        protocol_version: values.protocolVersion ?? null,
+        latest_version: values.latestVersion,
+        card: values.card,
+        card_raw: values.cardRaw,
+        card_hash: values.cardHash,
+        skills: values.skills,
+        tags: values.tags,
+        input_modes: values.inputModes,
+        output_modes: values.outputModes,
+        facet_keys: facets[ord],
+        streaming: values.streaming,
+        provider: values.provider ?? null,
+        signature: values.signature ?? "none",
+        signature_kid: values.signatureKid ?? null,
+        signature_domain: values.signatureDomain ?? null,
+        signature_error: values.signatureError ?? null,
+        audit_actor: audit.actor,
+        audit_action: audit.action,
+        audit_outcome: audit.outcome,
+        audit_ip: audit.ip ?? null,
+        audit_request_id: audit.requestId ?? null,
+        audit_details: audit.details ?? {},
+      }));
+      const stamped = await runStatement<{ id: string; seq: string; created_ms: string; updated_ms: string }>(
+        database,
+        INSERT_PUBLISHED,
+        [JSON.stringify(input)],
+        executor,
+      );
+      const byId = new Map(stamped.map((row) => [row.id, row]));
+      const rows = new Map<string, AgentRow>();
+      list.forEach(({ values }, i) => {
+        const row = byId.get(values.id);
+        if (row)
+          rows.set(
+            values.id,
+            newAgentRow(
+              values,
+              facets[i]!,
+              Number(row.seq),
+              new Date(Number(row.created_ms)),
+              new Date(Number(row.updated_ms)),
+            ),
+          );
+      });
+      return rows;
     },
     async update(id: string, values: Partial<AgentInsert>, executor: Executor) {
       const changes: Record<string, unknown> = { ...values, seq: nextSeq, updatedAt: sql`now()` };

@@ -16,7 +16,7 @@ import { analyzeCard, cardHash } from "./card";
 import { duplicateMemberPath } from "./raw-json";
 import { createSignatureVerifier } from "./signatures";
 import type { ListFilters, PatchInput, PublishInput } from "./model";
-import { type AgentInsert, agentsRepo, UUID_PATTERN } from "./repo";
+import { type AgentInsert, agentsRepo, type NewAgent, UUID_PATTERN } from "./repo";
 
 const ANALYZE_EVERY = 1000;
 
@@ -313,6 +313,140 @@ export function createAgentsService(deps: AgentsDeps) {
     return row;
   }
 
+  /** A publish that passed validation, waiting for the transaction that will insert it. */
+  type PendingPublish = NewAgent & {
+    /** Whether MAX_AGENTS_PER_CLIENT applies (admins are exempt). */
+    quota: boolean;
+    resolve(agent: SerializedAgent): void;
+    reject(error: unknown): void;
+  };
+
+  const agentExists = (url: string) =>
+    new ApiError("AGENT_EXISTS", `A live agent with url ${url} already exists`);
+
+  /**
+   * Inside the publishing transaction: the agents with their versions and audit rows in one statement,
+   * then their search-outbox entries and webhook events sent together (one round trip).
+   */
+  async function insertPublished(jobs: PendingPublish[], tx: Executor) {
+    const rows = await repo.insertPublished(jobs, tx);
+    const created = jobs.filter((job) => rows.has(job.values.id));
+    if (created.length > 0)
+      await Promise.all([
+        searchIndex.enqueue(
+          created.map((job) => job.values.id),
+          tx,
+        ),
+        ...created.map((job) => events.emit("agent.published", rows.get(job.values.id)!, tx)),
+      ]);
+    return rows;
+  }
+
+  /** After commit: caches and the search index brought up to date, then each publish answered. */
+  async function published(jobs: PendingPublish[], rows: Map<string, AgentRow>) {
+    if (jobs.length === 0) return;
+    audit.counted(jobs.map((job) => job.audit));
+    events.kick();
+    const agents = jobs.map((job) => {
+      wrote("created");
+      return serializeAgent(rows.get(job.values.id)!, config.registryId, []);
+    });
+    // Side by side: ioredis sends the whole batch's cache writes in one pipeline.
+    await Promise.all(agents.map((agent) => cache.write(agent.id, agent)));
+    await searchIndex.changed(agents.map((agent) => agent.id));
+    for (const [i, job] of jobs.entries()) job.resolve(agents[i]!);
+  }
+
+  /** One publish in a transaction of its own, its quota counted under its owner's lock. */
+  async function publishAlone(job: PendingPublish) {
+    try {
+      const rows = await database.db.transaction(async (tx) => {
+        if (job.quota) {
+          await repo.lockOwner(job.values.owner!, tx);
+          const count = await repo.countLiveOwned(job.values.owner!, tx);
+          if (count >= config.maxAgentsPerClient)
+            throw new ApiError(
+              "QUOTA_EXCEEDED",
+              `This client already has ${count} live agents (limit ${config.maxAgentsPerClient})`,
+            );
+        }
+        return insertPublished([job], tx);
+      });
+      if (!rows.has(job.values.id)) throw agentExists(job.values.url);
+      await published([job], rows);
+    } catch (error) {
+      job.reject(isUrlConflict(error) ? agentExists(job.values.url) : error);
+    }
+  }
+
+  /**
+   * Several publishes in one transaction. Per publish that saves most of the round trips, statements and
+   * commit flushes, which bounded publish throughput while Postgres itself was far from busy. Each
+   * caller gets what it would get alone: a url already live (or repeated in the batch) is AGENT_EXISTS
+   * for that publish only; the publishes of an owner whose quota cannot take all of them here, and all
+   * of a batch that fails as a whole, go again one at a time.
+   */
+  async function publishBatch(batch: PendingPublish[]) {
+    if (batch.length === 1) return publishAlone(batch[0]!);
+    // One order for every batch, so two batches never wait for each other's urls in opposite orders.
+    batch.sort((a, b) => (a.values.url < b.values.url ? -1 : a.values.url > b.values.url ? 1 : 0));
+    let outcome: { rows: Map<string, AgentRow>; admitted: PendingPublish[]; alone: PendingPublish[] };
+    try {
+      outcome = await database.db.transaction(async (tx) => {
+        const byOwner = new Map<string, PendingPublish[]>();
+        for (const job of batch)
+          if (job.quota) byOwner.set(job.values.owner!, [...(byOwner.get(job.values.owner!) ?? []), job]);
+        const alone = new Set<PendingPublish>();
+        // Owners in one order too, so batches take their locks without deadlocking.
+        for (const owner of [...byOwner.keys()].sort()) {
+          const jobs = byOwner.get(owner)!;
+          await repo.lockOwner(owner, tx);
+          const count = await repo.countLiveOwned(owner, tx);
+          if (count + jobs.length > config.maxAgentsPerClient) for (const job of jobs) alone.add(job);
+        }
+        const admitted = batch.filter((job) => !alone.has(job));
+        const rows = admitted.length > 0 ? await insertPublished(admitted, tx) : new Map<string, AgentRow>();
+        return { rows, admitted, alone: [...alone] };
+      });
+    } catch {
+      // Whatever failed (one row's data, a deadlock, the database) is answered per publish.
+      await Promise.all(batch.map(publishAlone));
+      return;
+    }
+    const { rows, admitted, alone } = outcome;
+    for (const job of admitted) if (!rows.has(job.values.id)) job.reject(agentExists(job.values.url));
+    try {
+      await published(
+        admitted.filter((job) => rows.has(job.values.id)),
+        rows,
+      );
+    } catch (error) {
+      for (const job of admitted) job.reject(error);
+    }
+    // Counted and inserted one by one, exactly, now that this batch released the owners' locks.
+    await Promise.all(alone.map(publishAlone));
+  }
+
+  /**
+   * Publishes are queued and written in batches: while MAX_PUBLISH_BATCHES transactions are in flight,
+   * new publishes wait and go together in the next. An idle registry writes a publish at once, alone.
+   */
+  const MAX_PUBLISH_BATCHES =
+    database.kind === "pglite" ? 1 : Math.max(1, Math.min(4, config.databasePoolMax >> 2));
+  const MAX_PUBLISH_BATCH = 64;
+  const queued: PendingPublish[] = [];
+  let batchesInFlight = 0;
+  function pump() {
+    while (batchesInFlight < MAX_PUBLISH_BATCHES && queued.length > 0) {
+      const batch = queued.splice(0, MAX_PUBLISH_BATCH);
+      batchesInFlight++;
+      void publishBatch(batch).finally(() => {
+        batchesInFlight--;
+        pump();
+      });
+    }
+  }
+
   async function publish(ctx: WriteContext, input: PublishInput, bodyCardText: string | undefined) {
     if (ctx.caller.kind !== "client") throw new ApiError("UNAUTHORIZED", "Publishing needs a bearer token");
     const owner = ctx.caller.clientId;
@@ -320,61 +454,32 @@ export function createAgentsService(deps: AgentsDeps) {
     const { analysis, hash } = analyze(card);
     const signed = await signatureColumns(card, analysis.primaryUrl, input.allowInvalidSignature === true);
     const id = Bun.randomUUIDv7();
-    try {
-      const row = await database.db.transaction(async (tx) => {
-        if (!(ctx.caller.kind === "client" && ctx.caller.admin) && config.maxAgentsPerClient >= 0) {
-          await repo.lockOwner(owner, tx);
-          const count = await repo.countLiveOwned(owner, tx);
-          if (count >= config.maxAgentsPerClient)
-            throw new ApiError(
-              "QUOTA_EXCEEDED",
-              `This client already has ${count} live agents (limit ${config.maxAgentsPerClient})`,
-            );
-        }
-        // Sent together: a connection runs them in order, so the version and audit rows follow the agent
-        // row in one round trip instead of three (a failed insert aborts the rest, as it should).
-        const [inserted] = await Promise.all([
-          repo.insert(
-            {
-              id,
-              owner,
-              visibility: input.visibility ?? "public",
-              status: "active",
-              cardUrl: card.cardUrl,
-              ...cardColumns(card, analysis, hash),
-              ...signed,
-            },
-            tx,
-          ),
-          repo.insertVersion(versionRow(id, analysis.version, card, hash), tx),
-          searchIndex.enqueue([id], tx),
-          audit.record(
-            {
-              actor: owner,
-              action: "agent.created",
-              target: id,
-              outcome: "success",
-              ip: ctx.ip,
-              requestId: ctx.requestId,
-              details: { name: analysis.name, url: analysis.primaryUrl, version: analysis.version },
-            },
-            tx,
-          ),
-        ]);
-        await events.emit("agent.published", inserted, tx);
-        return inserted;
+    return new Promise<SerializedAgent>((resolve, reject) => {
+      queued.push({
+        values: {
+          id,
+          owner,
+          visibility: input.visibility ?? "public",
+          status: "active",
+          cardUrl: card.cardUrl,
+          ...cardColumns(card, analysis, hash),
+          ...signed,
+        },
+        audit: {
+          actor: owner,
+          action: "agent.created",
+          target: id,
+          outcome: "success",
+          ip: ctx.ip,
+          requestId: ctx.requestId,
+          details: { name: analysis.name, url: analysis.primaryUrl, version: analysis.version },
+        },
+        quota: !(ctx.caller.kind === "client" && ctx.caller.admin) && config.maxAgentsPerClient >= 0,
+        resolve,
+        reject,
       });
-      events.kick();
-      wrote("created");
-      const agent = serializeAgent(row, config.registryId, []);
-      await cache.write(agent.id, agent);
-      await searchIndex.changed([id]);
-      return agent;
-    } catch (error) {
-      if (isUrlConflict(error))
-        throw new ApiError("AGENT_EXISTS", `A live agent with url ${analysis.primaryUrl} already exists`);
-      throw error;
-    }
+      pump();
+    });
   }
 
   async function update(
