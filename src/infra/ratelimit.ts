@@ -25,6 +25,9 @@ export type RateLimiter = {
 const REDIS_TIMEOUT_MS = 250;
 /** How often an outage checks whether Redis answers again. */
 const PROBE_INTERVAL_MS = 500;
+/** Smallest lease batch (limit / 20, capped at 100) for which the next lease is fetched ahead. */
+const PREFETCH_MIN_BATCH = 100;
+
 /** Upper bound on buckets (and on lease records) per endpoint class, so a flood of IPs cannot exhaust memory. */
 const MAX_KEYS = 100_000;
 /** Float error in a continuous refill must not withhold a token that one period per token has earned. */
@@ -68,6 +71,8 @@ type Lease = {
   redisAt: number;
   /** Redis said the bucket is empty until at least this time, so asking again before then is wasted. */
   deniedUntil: number;
+  /** A lease for the pool is on its way (see refillAhead). */
+  refilling: boolean;
 };
 
 function plan(cls: EndpointClass, { limit, periodMs }: RateLimit): ClassPlan {
@@ -224,7 +229,14 @@ export function createRateLimiter(options: {
     let lease = map.get(key);
     if (!lease) {
       if (map.size >= MAX_KEYS) evictLeases(map, t);
-      lease = { pool: 0, poolExpiresAt: 0, redisTokens: p.limit, redisAt: t, deniedUntil: 0 };
+      lease = {
+        pool: 0,
+        poolExpiresAt: 0,
+        redisTokens: p.limit,
+        redisAt: t,
+        deniedUntil: 0,
+        refilling: false,
+      };
       map.set(key, lease);
     }
     return lease;
@@ -236,6 +248,48 @@ export function createRateLimiter(options: {
     if (tokens <= 0) return;
     lease.pool = (t < lease.poolExpiresAt ? lease.pool : 0) + tokens;
     lease.poolExpiresAt = t + p.leaseTtlMs;
+  };
+
+  /**
+   * Leases the next batch in the background while the pool still has tokens. Without it every request
+   * that found the pool empty (about one in a hundred on a busy key) waited for its own round trip and
+   * took the slow path, which made the p99 of cached reads. Only for large buckets far from empty: the
+   * tokens leased ahead are at most one batch (100) of at least 2,000, and the script grants a single
+   * token at a time near exhaustion anyway, so what a lease strands stays noise.
+   */
+  const refillAhead = (p: ClassPlan, key: string, lease: Lease) => {
+    if (
+      lease.refilling ||
+      lease.pool * 2 >= p.batch ||
+      p.batch < PREFETCH_MIN_BATCH ||
+      !healthy ||
+      !command ||
+      lease.redisTokens < p.threshold + p.batch
+    )
+      return;
+    lease.refilling = true;
+    try {
+      command(keyPrefix + p.cls + ":" + key, p.limit, p.periodMs, p.batch, p.threshold).then(
+        (reply) => {
+          lease.refilling = false;
+          const granted = Number(reply[0]);
+          const tokens = Number(reply[1]);
+          const t = now();
+          if (Number.isFinite(tokens)) {
+            lease.redisTokens = tokens;
+            lease.redisAt = t;
+          }
+          if (granted > 0) deposit(p, lease, granted, t);
+        },
+        (err) => {
+          lease.refilling = false;
+          markDown(err);
+        },
+      );
+    } catch (err) {
+      lease.refilling = false;
+      markDown(err);
+    }
   };
 
   const markDown = (err: unknown) => {
@@ -368,7 +422,10 @@ export function createRateLimiter(options: {
       const lease = command ? leases.get(cls)!.get(key) : undefined;
       if (lease) {
         const pooled = spendFromPool(p, lease, t);
-        if (pooled) return pooled;
+        if (pooled) {
+          refillAhead(p, key, lease);
+          return pooled;
+        }
       }
       if (!command) return decideLocally(p, key, false);
       if (!healthy) return decideLocally(p, key, true);
@@ -398,7 +455,10 @@ export function createRateLimiter(options: {
     const lease = command ? leases.get(cls)!.get(key) : undefined;
     if (lease) {
       const pooled = spendFromPool(p, lease, t);
-      if (pooled) return pooled;
+      if (pooled) {
+        refillAhead(p, key, lease);
+        return pooled;
+      }
     }
     if (!command || !healthy) return take(key, cls) as LimitDecision;
     if (lease && t < lease.deniedUntil) return take(key, cls) as LimitDecision;
