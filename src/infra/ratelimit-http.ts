@@ -59,7 +59,9 @@ export function rateLimitPlugin(deps: { limiter: RateLimiter; requests: RequestC
     const cls = endpointClass(request.method, route);
     if (cls === undefined) return;
     const caller = (context as unknown as { caller?: Caller }).caller;
-    const decision = limiter.take(limiterKey(caller, requests.stateOf(request).ip), cls);
+    // The address only when the key needs it (see LiveRequestState in web.ts).
+    const ip = caller?.kind === "client" ? null : requests.stateOf(request).ip;
+    const decision = limiter.take(limiterKey(caller, ip), cls);
     if (decision instanceof Promise) return decision.then((d) => apply(d, set));
     apply(decision, set);
   });
