@@ -262,10 +262,19 @@ export function createPostgresSearch(
 
   let tableRows = { n: 0, at: Number.NEGATIVE_INFINITY };
 
+  // A request's condition is one object from the scan choice to the estimated total: plan it once.
+  const estimates = new WeakMap<SQL, Promise<number>>();
+
   /** The planner's estimate of how many rows a condition selects (no execution). */
-  async function estimatedRows(where: SQL | undefined) {
+  function estimatedRows(where: SQL | undefined): Promise<number> {
+    const known = where && estimates.get(where);
+    if (known) return known;
     const filter = where ? sql`where ${where}` : sql``;
-    return plannedRows(await database.rows(sql`explain (format json) select 1 from ${agents} ${filter}`));
+    const estimate = database
+      .rows(sql`explain (format json) select 1 from ${agents} ${filter}`)
+      .then((rows) => plannedRows(rows));
+    if (where) estimates.set(where, estimate);
+    return estimate;
   }
 
   /**
