@@ -357,21 +357,29 @@ export function createAgentsService(deps: AgentsDeps) {
     for (const [i, job] of jobs.entries()) job.resolve(agents[i]!);
   }
 
-  /** One publish in a transaction of its own, its quota counted under its owner's lock. */
-  async function publishAlone(job: PendingPublish) {
+  /**
+   * One publish in a transaction of its own, its quota counted under its owner's lock. `committed` is
+   * called once the transaction is over, before the caches are written.
+   */
+  async function publishAlone(job: PendingPublish, committed: () => void = () => {}) {
     try {
-      const rows = await database.db.transaction(async (tx) => {
-        if (job.quota) {
-          await repo.lockOwner(job.values.owner!, tx);
-          const count = await repo.countLiveOwned(job.values.owner!, tx);
-          if (count >= config.maxAgentsPerClient)
-            throw new ApiError(
-              "QUOTA_EXCEEDED",
-              `This client already has ${count} live agents (limit ${config.maxAgentsPerClient})`,
-            );
-        }
-        return insertPublished([job], tx);
-      });
+      let rows: Map<string, AgentRow>;
+      try {
+        rows = await database.db.transaction(async (tx) => {
+          if (job.quota) {
+            await repo.lockOwner(job.values.owner!, tx);
+            const count = await repo.countLiveOwned(job.values.owner!, tx);
+            if (count >= config.maxAgentsPerClient)
+              throw new ApiError(
+                "QUOTA_EXCEEDED",
+                `This client already has ${count} live agents (limit ${config.maxAgentsPerClient})`,
+              );
+          }
+          return insertPublished([job], tx);
+        });
+      } finally {
+        committed();
+      }
       if (!rows.has(job.values.id)) throw agentExists(job.values.url);
       await published([job], rows);
     } catch (error) {
@@ -386,8 +394,8 @@ export function createAgentsService(deps: AgentsDeps) {
    * for that publish only; the publishes of an owner whose quota cannot take all of them here, and all
    * of a batch that fails as a whole, go again one at a time.
    */
-  async function publishBatch(batch: PendingPublish[]) {
-    if (batch.length === 1) return publishAlone(batch[0]!);
+  async function publishBatch(batch: PendingPublish[], committed: () => void) {
+    if (batch.length === 1) return publishAlone(batch[0]!, committed);
     // One order for every batch, so two batches never wait for each other's urls in opposite orders.
     batch.sort((a, b) => (a.values.url < b.values.url ? -1 : a.values.url > b.values.url ? 1 : 0));
     let outcome: { rows: Map<string, AgentRow>; admitted: PendingPublish[]; alone: PendingPublish[] };
@@ -409,10 +417,12 @@ export function createAgentsService(deps: AgentsDeps) {
         return { rows, admitted, alone: [...alone] };
       });
     } catch {
+      committed();
       // Whatever failed (one row's data, a deadlock, the database) is answered per publish.
-      await Promise.all(batch.map(publishAlone));
+      await Promise.all(batch.map((job) => publishAlone(job)));
       return;
     }
+    committed();
     const { rows, admitted, alone } = outcome;
     for (const job of admitted) if (!rows.has(job.values.id)) job.reject(agentExists(job.values.url));
     try {
@@ -424,26 +434,32 @@ export function createAgentsService(deps: AgentsDeps) {
       for (const job of admitted) job.reject(error);
     }
     // Counted and inserted one by one, exactly, now that this batch released the owners' locks.
-    await Promise.all(alone.map(publishAlone));
+    await Promise.all(alone.map((job) => publishAlone(job)));
   }
 
   /**
-   * Publishes are queued and written in batches: while MAX_PUBLISH_BATCHES transactions are in flight,
-   * new publishes wait and go together in the next. An idle registry writes a publish at once, alone.
+   * Publishes are queued and written in batches: while MAX_PUBLISH_BATCHES transactions are open, new
+   * publishes wait and go together in the next. A slot is free again at commit, not after the caches
+   * are written, so the next batch's round trips overlap this one's. An idle registry writes a publish
+   * at once, alone.
    */
   const MAX_PUBLISH_BATCHES =
     database.kind === "pglite" ? 1 : Math.max(1, Math.min(4, config.databasePoolMax >> 2));
   const MAX_PUBLISH_BATCH = 64;
   const queued: PendingPublish[] = [];
-  let batchesInFlight = 0;
+  let batchesOpen = 0;
   function pump() {
-    while (batchesInFlight < MAX_PUBLISH_BATCHES && queued.length > 0) {
+    while (batchesOpen < MAX_PUBLISH_BATCHES && queued.length > 0) {
       const batch = queued.splice(0, MAX_PUBLISH_BATCH);
-      batchesInFlight++;
-      void publishBatch(batch).finally(() => {
-        batchesInFlight--;
+      batchesOpen++;
+      let open = true;
+      const committed = () => {
+        if (!open) return;
+        open = false;
+        batchesOpen--;
         pump();
-      });
+      };
+      void publishBatch(batch, committed).finally(committed);
     }
   }
 
