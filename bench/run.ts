@@ -628,7 +628,7 @@ async function main() {
   if (backend.env.DATABASE_URL) {
     const reference = await postgresCommitCeiling(backend.env.DATABASE_URL);
     extras.push(
-      `Postgres reference, measured right after (g) on the same database: one-row insert transactions from 16 connections commit **${fmtRps(reference)} tx/s**. Each publish is its own transaction (agent row with its indexes, version row, audit row), so this is the ceiling for publish on this machine (publish reaches ${(publishRate / reference).toFixed(2)} x of it).`,
+      `Postgres reference, measured right after (g) on the same database: one-row insert transactions from 16 connections commit **${fmtRps(reference)} tx/s**. Concurrent publishes share transactions (one statement writes a batch's agent rows with their indexes, version and audit rows; then its webhook events; one commit), so this commit rate is a reference for the database, not a ceiling for publish (publish reaches ${(publishRate / reference).toFixed(2)} x of it).`,
     );
   }
   const { targetRps, delayMs, result: paced } = halfRate;
