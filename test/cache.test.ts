@@ -257,6 +257,39 @@ describe("versioned cache", () => {
     expect(await client.get(`a2a:${name}:x`)).toBe("2|");
   });
 
+  test("without Redis, forget() drops L1 entries so the next read loads the committed row", async () => {
+    const bus = createInvalidationBus({ logger: createLogger("silent") });
+    const local = createVersionedCache<{ seq: number; v: string }>({
+      name: `f${Date.now()}`,
+      bus,
+      metrics: createMetrics({ collectProcessMetrics: false }),
+      logger: createLogger("silent"),
+      l1MaxEntries: 10,
+      l1TtlMs: 60_000,
+      redisTtlSeconds: 60,
+      encode: (value) => JSON.stringify(value),
+      decode: (text) => JSON.parse(text),
+    });
+    expect(local.shared).toBe(false);
+    await local.write("a", { seq: 1, v: "old a" });
+    await local.write("b", { seq: 2, v: "old b" });
+    await local.write("c", { seq: 3, v: "kept" });
+    // A fill that started before the change must not land after it.
+    const slowFill = local.get("d", async () => {
+      await local.forget(["a", "b", "d"]);
+      return { seq: 3, v: "stale d" };
+    });
+    expect((await slowFill)?.v).toBe("stale d");
+    expect(local.peek("d")).toBeUndefined();
+    expect(local.peek("a")).toBeUndefined();
+    expect(local.peek("b")).toBeUndefined();
+    expect(local.peek("c")?.v).toBe("kept");
+    expect((await local.get("a", async () => ({ seq: 4, v: "new a" })))?.v).toBe("new a");
+    // With a shared layer a forgotten id could be refilled from an older Redis copy: refused.
+    expect(build(`s${Date.now()}`).shared).toBe(true);
+    await expect(build(`s${Date.now()}`).forget(["a"])).rejects.toThrow(/shared layer/);
+  });
+
   test("L1 is bounded", async () => {
     const cache = build(`b${Date.now()}`);
     for (let i = 0; i < 5; i++) await cache.write(`k${i}`, { seq: i + 1, v: String(i) });

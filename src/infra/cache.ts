@@ -182,6 +182,21 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
       await bus.publish({ kind: options.name, id });
     },
 
+    /** Whether a shared layer (Redis) holds records, so writes should go through to it. */
+    shared: redis !== undefined,
+
+    /**
+     * After committed changes, with no shared layer: drop this process's copies and let reads fill
+     * from Postgres. For bulk changes (a federation page) where loading and serialising every record
+     * up front would cost more than the few that are read soon after.
+     */
+    async forget(ids: string[]): Promise<void> {
+      if (redis) throw new Error("forget() is for caches without a shared layer; use write() or remove()");
+      generation++;
+      for (const id of ids) l1.delete(id);
+      await Promise.all(ids.map((id) => bus.publish({ kind: options.name, id })));
+    },
+
     clearLocal() {
       generation++;
       l1.clear();

@@ -854,22 +854,27 @@ export function createAgentsService(deps: AgentsDeps) {
    * transaction commits, brings the cache and the search index up to what Postgres now holds.
    */
   async function changedElsewhere(ids: string[]) {
-    // In batches, one query each and the cache updates side by side: a sync page changes hundreds.
-    for (let start = 0; start < ids.length; start += 500) {
-      const batch = ids.slice(start, start + 500);
-      const rows = new Map((await repo.findManyAny(batch)).map((row) => [row.id, row]));
-      const entitled = await repo.entitledClientsOf(
-        [...rows.values()].filter((row) => !row.deletedAt).map((row) => row.id),
-      );
-      await Promise.all(
-        batch.map((id) => {
-          const row = rows.get(id);
-          if (!row) return cache.remove(id, Number.MAX_SAFE_INTEGER);
-          if (row.deletedAt) return cache.remove(id, row.seq);
-          return cache.write(id, serializeAgent(row, config.registryId, entitled.get(id) ?? []));
-        }),
-      );
-    }
+    // Without a shared layer only this process's L1 can be stale: dropping its entries is enough, and
+    // cheaper than loading and serialising hundreds of records (a sync page) that few will read soon.
+    if (!cache.shared) await cache.forget(ids);
+    // With one, write through like any write, so every instance reads the new bytes from Redis. In
+    // batches, one query each and the cache updates side by side.
+    else
+      for (let start = 0; start < ids.length; start += 500) {
+        const batch = ids.slice(start, start + 500);
+        const rows = new Map((await repo.findManyAny(batch)).map((row) => [row.id, row]));
+        const entitled = await repo.entitledClientsOf(
+          [...rows.values()].filter((row) => !row.deletedAt).map((row) => row.id),
+        );
+        await Promise.all(
+          batch.map((id) => {
+            const row = rows.get(id);
+            if (!row) return cache.remove(id, Number.MAX_SAFE_INTEGER);
+            if (row.deletedAt) return cache.remove(id, row.seq);
+            return cache.write(id, serializeAgent(row, config.registryId, entitled.get(id) ?? []));
+          }),
+        );
+      }
     // The writer's transaction has committed: queue, then index, so a failure still leaves it queued.
     await searchIndex.enqueue(ids, database.db);
     await searchIndex.changed(ids);
