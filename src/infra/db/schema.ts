@@ -112,6 +112,8 @@ export const agents = pgTable(
     index("agents_facet_keys_gin").using("gin", t.facetKeys),
     index("agents_search_doc_gin").using("gin", t.searchDoc),
     index("agents_name_trgm").using("gin", sql`lower(${t.name}) gin_trgm_ops`),
+    // The provider filter compares case-insensitively (migration 0006).
+    index("agents_provider_lower_idx").using("btree", sql`lower(${t.provider})`),
     index("agents_next_probe_idx")
       .on(t.nextProbeAt)
       .where(sql`${t.deletedAt} is null and ${t.originRegistry} is null`),
