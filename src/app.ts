@@ -215,12 +215,11 @@ export function createApp(deps: Dependencies) {
     .use(opsRoutes({ config, database, metrics, logger, agents, guard }))
     .use(statsRoutes({ stats: createStatsService({ database }), guard }))
     .use(catalogRoutes({ config, database }))
-    // The discovery web page (/, /agents/:id, /about, /assets/*): rate limited as "read" like any GET.
-    .use(web)
-    // The older registry's routes. GET /agents/:id is shared with the web page: it answers JSON to API
-    // clients and hands browsers to the page. Registered after the page, since a served app routes a
-    // path registered twice to the last registration (app.handle to the first).
-    .use(compatRoutes({ config, database, agents, search, guard, requests, htmlPage: (r) => web.handle(r) }));
+    // The discovery web page (/, /about, /assets/*): rate limited as "read" like any GET.
+    .use(web.routes)
+    // The older registry's routes. GET /agents/:id is shared with the web page and registered only
+    // here: it answers JSON to API clients and hands browsers the page.
+    .use(compatRoutes({ config, database, agents, search, guard, requests, htmlPage: web.respond }));
 
   return Object.assign(app, {
     services: {

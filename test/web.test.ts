@@ -37,6 +37,39 @@ describe("web page: served by the app", () => {
     await t?.close();
   });
 
+  test("GET /agents/:id: JSON for API clients, the page for browsers, alike through app.handle and a served app", async () => {
+    const writer = await t.client(["agents:write"], "page writer");
+    const created = await t.request("/v1/agents", {
+      method: "POST",
+      json: { card: readCard("valid/weather-0.3.json"), visibility: "public" },
+      token: writer.token,
+    });
+    expect(created.status).toBe(201);
+    const { id } = (await created.json()) as { id: string };
+    t.app.listen({ port: 0, hostname: "127.0.0.1" });
+    try {
+      const served = `http://127.0.0.1:${t.app.server!.port}`;
+      for (const send of [
+        (path: string, accept: string) =>
+          t.app.handle(new Request(`http://localhost${path}`, { headers: { accept } })),
+        (path: string, accept: string) => fetch(`${served}${path}`, { headers: { accept } }),
+      ]) {
+        const json = await send(`/agents/${id}`, "application/json");
+        expect(json.status).toBe(200);
+        expect(json.headers.get("content-type")).toStartWith("application/json");
+        expect(((await json.json()) as { name?: string }).name).toBe(readCard("valid/weather-0.3.json").name);
+        const page = await send(`/agents/${id}`, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8");
+        expect(page.status).toBe(200);
+        expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
+        expect(page.headers.get("content-security-policy")).toBe(PAGE_CSP);
+        expect(page.headers.get("vary")).toContain("Accept");
+        expect(await page.text()).toBe(html);
+      }
+    } finally {
+      await t.app.stop(true);
+    }
+  });
+
   test("happy: / is HTML revalidated on every load, with the page's own CSP", async () => {
     const res = await t.request("/");
     expect(res.headers.get("content-type")).toBe("text/html; charset=utf-8");

@@ -51,6 +51,10 @@ const pageDocs = (summary: string) => ({
  * The discovery page: `/`, `/agents/:id` and `/about` all answer the same HTML (no-cache, revalidated
  * by ETag), which routes in the browser; its script and stylesheet are fingerprinted files under
  * /assets/ cached for a year. The page uses only the public HTTP API.
+ *
+ * `/agents/:id` is not registered here: that path also answers the older registry's JSON (compat
+ * module), which negotiates on Accept and hands browsers `page()`. One route per path, so the served
+ * app and `app.handle` agree.
  */
 export function webRoutes(deps: { logger: Logger }) {
   const bundle = () =>
@@ -64,13 +68,9 @@ export function webRoutes(deps: { logger: Logger }) {
     return send(request, set, html, "no-cache");
   };
 
-  return new Elysia({ name: "web-routes" })
+  const routes = new Elysia({ name: "web-routes" })
     .get("/", page, { detail: pageDocs("Web page: search and browse agents") })
     .get("/about", page, { detail: pageDocs("Web page: registry statistics with charts") })
-    .get("/agents/:id", page, {
-      params: t.Object({ id: t.String({ maxLength: 200 }) }),
-      detail: pageDocs("Web page: one agent (skills, interfaces, security, versions, raw card)"),
-    })
     .get(
       "/assets/:file",
       async ({ params, request, set }) => {
@@ -94,4 +94,13 @@ export function webRoutes(deps: { logger: Logger }) {
         },
       },
     );
+
+  /** The page as a standalone response, for routes that serve it beside other representations. */
+  async function respond(request: Request): Promise<Response> {
+    const set: ResponseSet = { headers: {} };
+    const answer = await page({ request, set });
+    return answer ?? new Response(null, { status: 304, headers: set.headers as Record<string, string> });
+  }
+
+  return { routes, respond };
 }
