@@ -263,7 +263,12 @@ describe("federation between registry processes", () => {
       const held = (await copiesFrom(B, "reg-a3")).map((c) => c.source.originId).sort();
       return JSON.stringify(held) === JSON.stringify([y.id, z.id].sort());
     });
-    const status = await peerOf(B, peer.id);
+    // The peer syncs every second: the next run may already be under way ("running"), so wait for a
+    // run to have ended rather than read the status once.
+    const status = await until("B's peer status after a finished run", async () => {
+      const current = await peerOf(B, peer.id);
+      return current.lastStatus !== "running" && current;
+    });
     expect(status).toMatchObject({ lastStatus: "success", agentsSynced: 2 });
     const runs = await jsonOf<{ items: Array<{ status: string; removed: number; fromSeq: number }> }>(
       await B.request(`/v1/peers/${peer.id}/syncs`),
