@@ -3,7 +3,7 @@ import { createPostgresSearch, type PostgresSearchLimits, topFacetValues } from 
 import { FACET_SIZE } from "../src/infra/search/types";
 import type { BackendQuery, SearchHit, SearchPage } from "../src/infra/search/types";
 import { ANONYMOUS } from "../src/modules/auth/model";
-import { decodeSearchCursor, encodeSearchCursor } from "../src/modules/search/service";
+import { decodeSearchCursor, encodeSearchCursor, nextAfter } from "../src/modules/search/service";
 import { createFakeElasticsearch } from "./support/fake-elasticsearch";
 import { createTestApp, json, type TestApp } from "./support/app";
 import { BACKENDS } from "./support/db";
@@ -34,9 +34,16 @@ for (const backend of BACKENDS)
  * The Postgres backend's bounds on work per query (exact counts and ranking up to a number of matches,
  * then estimates and a ranking window), exercised with bounds small enough for a small corpus.
  */
-const SMALL: PostgresSearchLimits = { exactCount: 6, rankWindow: 4, fuzzyBelow: 3 };
+const SMALL: PostgresSearchLimits = {
+  exactCount: 6,
+  rankWindow: 4,
+  nameWindow: 3,
+  fuzzyBelow: 3,
+  fuzzyWindow: 20,
+};
 
-// Published in this order: the oldest agent has the query word in its name, outside the ranking window.
+// Published in this order: the oldest agent has the query word in its name, outside the ranking window;
+// an old agent's name is typed with a typo whose words newer descriptions have.
 const BOUNDED_CORPUS: Spec[] = [
   {
     key: "tracker",
@@ -50,12 +57,24 @@ const BOUNDED_CORPUS: Spec[] = [
     description: "Routes deliveries.",
     skills: [skill("hub", ["logistics"])],
   },
+  {
+    key: "genie",
+    name: "Crimson Anomaly Genie",
+    description: "Grants wishes.",
+    skills: [skill("wish", ["logistics", "lore"])],
+  },
   ...Array.from({ length: 12 }, (_, i) => ({
     key: `courier-${i}`,
     name: `Courier ${String.fromCharCode(97 + i)}${String.fromCharCode(110 + i)}`,
     description: "Carries a parcel across town.",
     skills: [skill(`leg-${i}`, i % 2 === 0 ? ["logistics", "city"] : ["logistics"])],
     provider: i % 3 === 0 ? "Fleet Co" : undefined,
+  })),
+  ...Array.from({ length: 3 }, (_, i) => ({
+    key: `spotter-${i}`,
+    name: `Spotter ${i}`,
+    description: "Spots a crimson anomaly in a generated report.",
+    skills: [skill(`spot-${i}`, ["logistics", "lore"])],
   })),
   {
     key: "router",
@@ -78,11 +97,9 @@ for (const backend of BACKENDS)
       for (let pages = 0; pages < 50; pages++) {
         const page = await search({ text, limit, after });
         hits.push(...page.hits);
-        const last = page.hits.at(-1);
-        if (!page.hasMore || !last) break;
-        after = decodeSearchCursor(
-          encodeSearchCursor({ score: last.score, seq: last.seq, window: page.window }),
-        );
+        const next = nextAfter(page);
+        if (!next) break;
+        after = decodeSearchCursor(encodeSearchCursor(next));
       }
       return hits;
     }
@@ -135,25 +152,58 @@ for (const backend of BACKENDS)
       ]);
     });
 
-    test("a broad text query ranks its newest matches, then lists the rest newest first, each once", async () => {
-      const hits = await walk("parcel", 3);
+    /** Every hit once, and exactly the expected agents. */
+    function expectEach(hits: SearchHit[], keys: string[]) {
+      expect(new Set(hits.map((hit) => hit.id)).size).toBe(hits.length);
+      expect(hits.map((hit) => hit.id).sort()).toEqual(keys.map((key) => ids.get(key)!).sort());
+    }
+
+    test("a broad text query ranks its newest matches and older name matches, then the rest newest first, each once", async () => {
       const all = BOUNDED_CORPUS.filter((spec) => /parcel/i.test(`${spec.name} ${spec.description}`));
-      expect(hits.map((hit) => hit.id).sort()).toEqual(all.map((spec) => ids.get(spec.key)!).sort());
-      const ranked = hits.filter((hit) => hit.score > 0);
-      const rest = hits.filter((hit) => hit.score === 0);
-      expect(ranked).toHaveLength(SMALL.rankWindow);
-      expect(hits.slice(0, ranked.length)).toEqual(ranked);
-      // The name match inside the window ranks first; the older one is listed by recency with the rest.
-      expect(ranked[0]!.id).toBe(ids.get("router")!);
-      const newestFirst = [...hits].sort((a, b) => b.seq - a.seq);
-      expect(ranked.map((hit) => hit.id).sort()).toEqual(
-        newestFirst
-          .slice(0, SMALL.rankWindow)
-          .map((hit) => hit.id)
-          .sort(),
-      );
-      expect(rest.map((hit) => hit.seq)).toEqual([...rest.map((hit) => hit.seq)].sort((a, b) => b - a));
-      expect(rest.map((hit) => hit.id)).toContain(ids.get("tracker")!);
+      for (const limit of [1, 2, 3, 5, 20]) {
+        const hits = await walk("parcel", limit);
+        expectEach(
+          hits,
+          all.map((spec) => spec.key),
+        );
+        const ranked = hits.filter((hit) => hit.score > 0);
+        const rest = hits.filter((hit) => hit.score === 0);
+        expect(hits.slice(0, ranked.length)).toEqual(ranked);
+        // Both names rank above every description, the oldest agent's outside the window included.
+        expect(
+          ranked
+            .slice(0, 2)
+            .map((hit) => hit.id)
+            .sort(),
+        ).toEqual([ids.get("router")!, ids.get("tracker")!].sort());
+        const newestFirst = [...hits].sort((a, b) => b.seq - a.seq);
+        expect(ranked.map((hit) => hit.id).sort()).toEqual(
+          [...newestFirst.slice(0, SMALL.rankWindow).map((hit) => hit.id), ids.get("tracker")!].sort(),
+        );
+        expect(rest.map((hit) => hit.seq)).toEqual([...rest.map((hit) => hit.seq)].sort((a, b) => b - a));
+        expect(rest.map((hit) => hit.id)).not.toContain(ids.get("tracker")!);
+      }
+    });
+
+    test("older name matches past their own bound are listed with the rest, and a walk sees each once", async () => {
+      // Twelve couriers, all named: the newest four are the window, the next three the name part.
+      const couriers = Array.from({ length: 12 }, (_, i) => `courier-${i}`);
+      for (const limit of [1, 2, 4, 7, 20]) {
+        const hits = await walk("courier", limit);
+        expectEach(hits, couriers);
+        const ranked = hits.filter((hit) => hit.score > 0);
+        expect(ranked).toHaveLength(SMALL.rankWindow + SMALL.nameWindow);
+        expect(hits.slice(0, ranked.length)).toEqual(ranked);
+        const bySeq = [...hits].sort((a, b) => b.seq - a.seq);
+        expect(ranked.map((hit) => hit.id).sort()).toEqual(
+          bySeq
+            .slice(0, SMALL.rankWindow + SMALL.nameWindow)
+            .map((hit) => hit.id)
+            .sort(),
+        );
+        const rest = hits.slice(ranked.length);
+        expect(rest.map((hit) => hit.seq)).toEqual(bySeq.slice(ranked.length).map((hit) => hit.seq));
+      }
     });
 
     test("a query matching no more than the window is ranked in full", async () => {
@@ -173,6 +223,16 @@ for (const backend of BACKENDS)
       expect(similar).toContain(ids.get("kourier")!);
       expect(similar).toContain(ids.get("courier-0")!);
     });
+
+    test("a misspelt name finds its agent first even when its words are in other agents' descriptions", async () => {
+      // Full text finds the spotters (crimson, anomaly, generated): as many as fuzzyBelow, none by name.
+      const page = await search({ text: "crimson anomaly gene" });
+      expect(page.hits[0]?.id).toBe(ids.get("genie")!);
+      expect(page.total).toBe(4);
+      const hits = await walk("crimson anomaly gene", 1);
+      expectEach(hits, ["genie", "spotter-0", "spotter-1", "spotter-2"]);
+      expect(hits[0]!.id).toBe(ids.get("genie")!);
+    });
   });
 
 describe("search cursor", () => {
@@ -185,10 +245,38 @@ describe("search cursor", () => {
     expect(decodeSearchCursor(encodeSearchCursor({ score: 0.5, seq: 12 }))).toEqual({ score: 0.5, seq: 12 });
   });
 
+  test("carries the name and similar-name parts of the ranking when there are", () => {
+    for (const after of [
+      { score: 0.5, seq: 12, window: 7, names: 3, fuzzy: 0 },
+      { score: 0, seq: 12, window: 7, names: 3 },
+      { score: 0.5, seq: 12, window: 0, fuzzy: 2 },
+      { score: 0.5, seq: 12, window: 9, fuzzy: 2, similarity: 0.75 },
+    ])
+      expect(decodeSearchCursor(encodeSearchCursor(after))).toEqual(after);
+    expect(decodeSearchCursor(encodeSearchCursor({ score: 0.5, seq: 12, fuzzy: 2 }))).toEqual({
+      score: 0.5,
+      seq: 12,
+      window: 0,
+      fuzzy: 2,
+    });
+  });
+
   test("rejects a window that is not a sequence number", () => {
     for (const window of [-1, 1.5, "7"]) {
       const cursor = Buffer.from(JSON.stringify([0.5, 12, window])).toString("base64url");
       expect(() => decodeSearchCursor(cursor)).toThrow("Malformed cursor");
+      for (const parts of [
+        [0.5, 12, 7, window, null],
+        [0.5, 12, 7, null, window],
+        [0.5, 12, null, 3, 4],
+        [0.5, 12, 7, 3],
+        [0.5, 12, 7, 3, null, 0.75],
+        [0.5, 12, 7, null, 4, 2],
+        [0.5, 12, 7, null, 4, "0.75"],
+      ]) {
+        const cursor = Buffer.from(JSON.stringify(parts)).toString("base64url");
+        expect(() => decodeSearchCursor(cursor)).toThrow("Malformed cursor");
+      }
     }
   });
 });

@@ -37,14 +37,22 @@ export type PostgresSearchLimits = {
   exactCount: number;
   /** Relevance order is exact up to this many matches; past it only the newest this many are ranked. */
   rankWindow: number;
-  /** The typo-tolerant name match joins full text only when full text finds fewer than this. */
+  /** Matches older than the window whose name has every query word are ranked too: the newest this many. */
+  nameWindow: number;
+  /**
+   * The typo-tolerant name match joins full text when no match has the query in its name, or full text
+   * finds fewer than `fuzzyBelow`; it adds at most the newest `fuzzyWindow` similar names.
+   */
   fuzzyBelow: number;
+  fuzzyWindow: number;
 };
 
 export const DEFAULT_SEARCH_LIMITS: PostgresSearchLimits = {
   exactCount: 500,
   rankWindow: 200,
+  nameWindow: 100,
   fuzzyBelow: 20,
+  fuzzyWindow: 50,
 };
 
 /**
@@ -101,6 +109,14 @@ function plannedRows(rows: Record<string, unknown>[]): number {
 
 /** Score given to matches past the ranking window: they follow every ranked match, newest first. */
 const UNRANKED = 0;
+/**
+ * Word similarity a name needs to join a query that full text answers without any name match (pg_trgm's
+ * default, 0.6, otherwise): one typo in a multi-word name keeps about 0.8 ("crimson anomaly gene" for
+ * "Crimson Anomaly Genie": 0.9), one shared word of two stays under it.
+ */
+const NAMELESS_SIMILARITY = 0.75;
+/** pg_trgm's default word similarity threshold, what `<%` tests unless told otherwise. */
+const TRIGRAM_DEFAULT = 0.6;
 /** Ranked matches score above UNRANKED even when their rank rounds to nothing. */
 const MIN_RANKED = 0.000001;
 
@@ -122,14 +138,37 @@ export function createPostgresSearch(
     // `english` finds stemmed description words. Stop words vanish from the english query. The last word
     // matches as a prefix (the one being typed); earlier ones whole: a prefix makes the text index merge
     // the postings of every word it starts (all of data*, for "data"), several times the cost of a word.
+    const termOf = (token: string, i: number) => (i === tokens.length - 1 ? `${token}:*` : token);
     const perToken = tokens.map((token, i) => {
-      const term = i === tokens.length - 1 ? `${token}:*` : token;
+      const term = termOf(token, i);
       return sql`(to_tsquery('simple', ${term}) || to_tsquery('english', ${term}))`;
     });
     const tsquery = sql`(${sql.join(perToken, sql` && `)})`;
     const fullText = sql`${agents.searchDoc} @@ ${tsquery}`;
-    const fuzzyName = sql`${phrase} <% lower(${agents.name})`;
+    // The operator lets the trigram index find candidates at the session's threshold; the explicit
+    // test makes a page's similar names the same whatever threshold the index used for them.
+    const fuzzyName = (similarity: number) =>
+      similarity === TRIGRAM_DEFAULT
+        ? sql`${phrase} <% lower(${agents.name})`
+        : sql`(${phrase} <% lower(${agents.name}) and word_similarity(${phrase}, lower(${agents.name})) >= ${similarity})`;
     const exactName = sql`lower(${agents.name}) = ${phrase}`;
+    // Every word in the name, tested on the name itself: `search_doc @@ 'word:A'` is served by the text
+    // index only with a recheck of every row that has the word anywhere (300 ms for a common one).
+    const nameQuery = sql.join(
+      tokens.map((token, i) => sql`to_tsquery('simple', ${termOf(token, i)})`),
+      sql` && `,
+    );
+    const inName = sql`to_tsvector('simple', ${agents.name}) @@ (${nameQuery})`;
+    const substring = (token: string) => sql`lower(${agents.name}) like ${`%${token}%`}`;
+    // The substring tests let the trigram index on lower(name) find the candidates: the names with the
+    // word: up to about 2,000 for the commonest name words at 100k. (Space-delimited patterns spare the
+    // substrings of other words, Stone for "one", but cost an index scan each and measured no better.)
+    // A word under three letters has no trigram to look up.
+    const long = tokens.filter((token) => token.length >= 3).map(substring);
+    const nameMatch = long.length === 0 ? undefined : sql`(${sql.join(long, sql` and `)} and ${inName})`;
+    // Whether a match may have the query in its name, only to decide on the typo pass: substrings are
+    // enough there, and cheaper than parsing each name.
+    const nameLike = sql`(${sql.join(tokens.map(substring), sql` and `)})`;
     // Rank weights {D, C, B, A}: a name hit outweighs a skill or tag hit, which outweighs a description
     // hit. Strict word similarity (whole words of the name) rewards near-misses without letting a long
     // name win on one shared word: "pricnig translator" ranks "Pricing Translator" above every
@@ -138,26 +177,59 @@ export function createPostgresSearch(
     const score = sql<number>`round((ts_rank('{0.05,0.2,0.4,1.0}', ${agents.searchDoc}, ${tsquery})
       + 0.5 * strict_word_similarity(${phrase}, lower(${agents.name}))
       + (${exactName})::int)::numeric, 6)::float8`;
-    return { fullText, fuzzyName, exactName, score };
+    return { fullText, fuzzyName, nameLike, nameMatch, score, words: tokens.length };
   }
 
   type TextParts = ReturnType<typeof textParts>;
 
   /**
-   * Full text alone when it finds a page's worth; the trigram name match (a similarity test per candidate
-   * row) joins it only when it does not, which is when a misspelling is likely.
+   * Which matches a text query ranks, as the cursor carries it (seq boundaries, all optional but
+   * `window`): full-text matches newer than `window`; name matches (every word in the name) newer than
+   * `names`; similar names newer than `fuzzy` (word similarity at least `similarity`, pg_trgm's 0.6 when
+   * absent), which also makes them matches. A part absent is empty.
    */
-  const matchesOf = (parts: TextParts, fuzzy: boolean) =>
-    fuzzy ? sql`(${parts.fullText} or ${parts.fuzzyName})` : parts.fullText;
+  type Cut = { window: number; names?: number; fuzzy?: number; similarity?: number };
 
-  /** Whether full text alone finds fewer than `fuzzyBelow` matches (further pages ask; page 1 knows). */
-  async function needsFuzzy(base: SQL | undefined, parts: TextParts) {
-    const [{ found }] = (await database.rows<{ found: number }>(sql`
-      select count(*)::int as "found" from (
-        select 1 from ${agents} where ${and(base, parts.fullText)} limit ${limits.fuzzyBelow}) f`)) as [
-      { found: number },
+  /**
+   * The similar names a cut admits, named by id: each statement that needs them would otherwise run the
+   * trigram match again, at the session's threshold rather than the cut's (hundreds of candidate names
+   * where the cut's finds a few), inside an OR that keeps the planner from using either index well.
+   */
+  type Similar = string[] | undefined;
+  const similarIn = (similar: Similar) =>
+    similar && similar.length > 0 ? inArray(agents.id, similar) : undefined;
+
+  /** Every match of a text query: full text, plus the similar names its cut admits. */
+  const matchesUnder = (base: SQL | undefined, text: TextParts, similar: Similar) => {
+    const named = similarIn(similar);
+    return and(base, named ? sql`(${text.fullText} or ${named})` : text.fullText);
+  };
+
+  /**
+   * The ranked matches, part by part: as one condition the planner reads every full-text match (21,000
+   * for "statistics": 250 ms) and tests each, where each part alone has an index that finds just it.
+   */
+  function rankedMatches(base: SQL | undefined, text: TextParts, cut: Cut, similar: Similar) {
+    const parts = [
+      sql`select ${agents.id} from ${agents} where ${and(matchesUnder(base, text, similar), sql`${agents.seq} > ${cut.window}`)}`,
     ];
-    return Number(found) < limits.fuzzyBelow;
+    if (cut.names !== undefined && text.nameMatch)
+      parts.push(
+        sql`select ${agents.id} from ${agents} where ${and(base, text.nameMatch, sql`${agents.seq} > ${cut.names}`)}`,
+      );
+    const named = similarIn(similar);
+    if (named) parts.push(sql`select ${agents.id} from ${agents} where ${and(base, named)}`);
+    return sql`${agents.id} in (${sql.join(parts, sql` union all `)})`;
+  }
+
+  /** Whether a match is in the ranked part (the seq test first: it spares the others most rows). */
+  function rankedUnder(text: TextParts, cut: Cut, similar: Similar) {
+    const parts = [sql`${agents.seq} > ${cut.window}`];
+    if (cut.names !== undefined && text.nameMatch)
+      parts.push(sql`(${agents.seq} > ${cut.names} and ${text.nameMatch})`);
+    const named = similarIn(similar);
+    if (named) parts.push(named);
+    return sql`coalesce((${sql.join(parts, sql` or `)}), false)`;
   }
 
   /**
@@ -291,129 +363,256 @@ export function createPostgresSearch(
     return matches * matches > wanted * tableRows.n;
   }
 
+  type Ranked = { id: string; seq: number; score: number };
+  type TextPage = {
+    rows: PageRow[];
+    cut?: Cut;
+    matches: SQL | undefined;
+    sample?: FacetSample[];
+  };
+
+  /**
+   * The newest `limit` rows of a condition with their scores. The scores are taken in an outer query
+   * so that only the rows kept are scored, not every candidate the sort sees.
+   */
+  async function newestScored(
+    where: SQL | undefined,
+    limit: number,
+    score: SQL,
+    similarity = TRIGRAM_DEFAULT,
+  ) {
+    type Row = { id: string; seq: number; score: number; keys: string[]; provider: string | null };
+    // `seq + 0`: left to itself the planner walks seq backwards through tens of thousands of rows to
+    // find a few hundred names, where the trigram index finds them at once.
+    const statement = sql`
+      select ${agents.id} as id, ${agents.seq}::float8 as seq, ${score} as score, ${agents.facetKeys} as keys,
+        ${agents.provider} as provider
+      from ${agents}
+      where ${agents.id} in (
+        select ${agents.id} from ${agents} where ${where} order by ${agents.seq} + 0 desc limit ${limit})`;
+    // The trigram index applies the threshold itself, so a higher one spares it the candidates, not only
+    // the results; it holds for this transaction only.
+    const rows =
+      similarity === TRIGRAM_DEFAULT
+        ? await database.rows<Row>(statement)
+        : await db.transaction(async (tx) => {
+            await tx.execute(
+              sql`select set_config('pg_trgm.word_similarity_threshold', ${String(similarity)}, true)`,
+            );
+            return database.rows<Row>(statement, tx);
+          });
+    return rows
+      .map((row) => ({ ...row, seq: Number(row.seq), score: Number(row.score) }))
+      .sort((x, y) => y.seq - x.seq);
+  }
+
   /**
    * One page of a text query. Relevance order over every match costs a rank per match (tens of thousands
-   * for a common word), so only a window of matches is ranked: the newest `rankWindow` of them, which is
-   * all of them for any query that selective. Matches past the window follow every ranked one, newest
-   * first, with score 0. The window is fixed by its boundary (the seq of the first match past it), which
-   * the cursor carries so that later pages keep ranking the same matches.
+   * for a common word), so only some matches are ranked: the newest `rankWindow` full-text matches (all
+   * of them for any query that selective), plus the newest `nameWindow` older ones with every query word
+   * in the name, so a name beats a description at any size; plus, when no match has the query in its
+   * name (or full text finds very little), the newest `fuzzyWindow` similar names, for a misspelt name.
+   * Every other match follows the ranked ones, newest first, with score 0. Each part is fixed by a seq
+   * boundary that the cursor carries, so later pages rank the same matches and list the same rest.
    */
   async function textPage(
     query: BackendQuery,
     base: SQL | undefined,
     text: TextParts,
     wantSample: boolean,
-  ): Promise<{ rows: PageRow[]; boundary?: number; matches: SQL | undefined; sample?: FacetSample[] }> {
+  ): Promise<TextPage> {
     const take = query.limit + 1;
     const after = query.after;
-    let matches = and(base, matchesOf(text, after ? await needsFuzzy(base, text) : false));
     const score = sql<number>`greatest(${text.score}, ${MIN_RANKED})`;
-    let boundary = after?.window;
-    let ranked: { id: string; score: number }[] = [];
-    if (after && boundary === undefined) {
-      // A cursor from a page that ranked every match (no window): keep doing so.
-      const rows = await db
-        .select({ ...rowColumns, score: text.score })
-        .from(agents)
-        .where(and(matches, sql`(${text.score}, ${agents.seq}) < (${after.score}::float8, ${after.seq})`))
-        .orderBy(desc(text.score), desc(agents.seq))
-        .limit(take);
-      return { rows: rows.map((row) => ({ ...(row as SearchRow), score: Number(row.score) })), matches };
-    }
-    let sample: FacetSample[] | undefined;
-    if (!after) {
-      // One scan of the newest matches serves the ranking window (the row past it marks the boundary)
-      // and, when counts are wanted, the facet sample: the same rows are not read twice.
-      const scanned = wantSample ? Math.max(limits.rankWindow, limits.exactCount) + 1 : limits.rankWindow + 1;
-      const rank = async (where: SQL | undefined) => {
-        const newestFirst = await readNewestFirst(where, scanned);
-        // `seq + 0` is not what agents_seq_key orders: the planner then collects the matches from the
-        // text index and sorts them, instead of walking seq backwards past every non-match.
-        const order = newestFirst ? sql`${agents.seq} desc` : sql`${agents.seq} + 0 desc`;
-        return database.rows<{
-          id: string | null;
-          seq: number | null;
-          score: number | null;
-          boundary: number | null;
-          scanned: number | null;
-          keys: string[] | null;
-          provider: string | null;
-        }>(sql`
-          with s as materialized (
-            select ${agents.id} as id, ${agents.seq} as seq, ${agents.facetKeys} as keys,
-              ${agents.provider} as provider
-            from ${agents} where ${where} order by ${order} limit ${scanned}
-          ), w as (
-            select id, seq from s order by seq desc limit ${limits.rankWindow + 1}
-          ), b as (
-            select min(seq) as boundary from w having count(*) > ${limits.rankWindow}
-          ), r as (
-            select ${agents.id} as id, ${agents.seq} as seq, ${score} as score from ${agents}
-            join w on w.id = ${agents.id}
-            where w.seq > coalesce((select boundary from b), -1)
-            order by 3 desc, 2 desc limit ${take}
-          )
-          select r.id, r.seq::float8 as seq, r.score, (select boundary::float8 from b) as boundary,
-            (select count(*)::int from s) as scanned, null::text[] as keys, null::text as provider
-          from r
-          ${wantSample ? sql`union all select null, null, null, null, null, s.keys, s.provider from s` : sql``}`);
+    if (after) {
+      // A cursor without a window (Elasticsearch's, or a page that ranked every match) ranks everything.
+      const cut: Cut = {
+        window: after.window ?? 0,
+        names: after.names,
+        fuzzy: after.fuzzy,
+        similarity: after.similarity,
       };
-      let rows = await rank(matches);
-      const found = rows.find((row) => row.scanned !== null)?.scanned ?? 0;
-      if (found < limits.fuzzyBelow) {
-        // The full-text matches are few and, when all on this page, known: name them rather than search
-        // the text index again (the expensive half of the condition).
-        const known = rows.filter((row) => row.id !== null).map((row) => row.id!);
-        const fullText =
-          known.length === found ? (known.length > 0 ? inArray(agents.id, known) : undefined) : text.fullText;
-        matches = and(base, fullText ? sql`(${fullText} or ${text.fuzzyName})` : text.fuzzyName);
-        rows = await rank(matches);
-      }
-      const hits = rows.filter((row) => row.id !== null);
-      hits.sort((x, y) => Number(y.score) - Number(x.score) || Number(y.seq) - Number(x.seq));
-      ranked = hits.map((row) => ({ id: row.id!, score: Number(row.score) }));
-      const marker = hits[0]?.boundary;
-      boundary = marker === null || marker === undefined ? undefined : Number(marker);
-      if (wantSample)
-        sample = rows
-          .filter((row) => row.id === null)
-          .map((row) => ({ keys: row.keys!, provider: row.provider }));
-    } else if (after.score > UNRANKED) {
-      ranked = (
-        await db
-          .select({ id: agents.id, score })
-          .from(agents)
-          .where(
-            and(
-              matches,
-              sql`${agents.seq} > ${boundary}`,
-              sql`(${score}, ${agents.seq}) < (${after.score}::float8, ${after.seq})`,
-            ),
-          )
-          .orderBy(desc(score), desc(agents.seq))
-          .limit(take)
-      ).map((row) => ({ id: row.id, score: Number(row.score) }));
+      const similar =
+        cut.fuzzy === undefined
+          ? undefined
+          : (
+              await newestScored(
+                and(
+                  base,
+                  text.fuzzyName(cut.similarity ?? TRIGRAM_DEFAULT),
+                  sql`${agents.seq} > ${cut.fuzzy}`,
+                ),
+                limits.fuzzyWindow,
+                score,
+                cut.similarity,
+              )
+            ).map((row) => row.id);
+      const matches = matchesUnder(base, text, similar);
+      let ranked: { id: string; score: number }[] = [];
+      if (after.score > UNRANKED)
+        ranked = (
+          await db
+            .select({ id: agents.id, score })
+            .from(agents)
+            .where(
+              and(
+                rankedMatches(base, text, cut, similar),
+                sql`(${score}, ${agents.seq}) < (${after.score}::float8, ${after.seq})`,
+              ),
+            )
+            .orderBy(desc(score), desc(agents.seq))
+            .limit(take)
+        ).map((row) => ({ id: row.id, score: Number(row.score) }));
+      const rows = await rowsOf(ranked);
+      return { rows: await withRest(rows, take, matches, text, cut, similar, after), cut, matches };
     }
-    const rows = await rowsOf(ranked);
-    if (boundary === undefined || rows.length >= take) return { rows, boundary, matches, sample };
+
+    // One scan of the newest full-text matches serves the ranking window (the row past it marks the
+    // boundary) and, when counts are wanted, the facet sample: the same rows are not read twice.
+    const scanned = wantSample ? Math.max(limits.rankWindow, limits.exactCount) + 1 : limits.rankWindow + 1;
+    const fullText = and(base, text.fullText);
+    const newestFirst = await readNewestFirst(fullText, scanned);
+    // `seq + 0` is not what agents_seq_key orders: the planner then collects the matches from the
+    // text index and sorts them, instead of walking seq backwards past every non-match.
+    const order = newestFirst ? sql`${agents.seq} desc` : sql`${agents.seq} + 0 desc`;
+    const rows = await database.rows<{
+      id: string | null;
+      seq: number | null;
+      score: number | null;
+      boundary: number | null;
+      scanned: number | null;
+      named: boolean | null;
+      sid: string | null;
+      keys: string[] | null;
+      provider: string | null;
+    }>(sql`
+      with s as materialized (
+        select ${agents.id} as id, ${agents.seq} as seq, ${agents.facetKeys} as keys,
+          ${agents.provider} as provider
+        from ${agents} where ${fullText} order by ${order} limit ${scanned}
+      ), w as (
+        select id, seq from s order by seq desc limit ${limits.rankWindow + 1}
+      ), b as (
+        select min(seq) as boundary from w having count(*) > ${limits.rankWindow}
+      ), x as (
+        select ${agents.id} as id, ${agents.seq} as seq, ${score} as score, ${text.nameLike} as named
+        from ${agents} join w on w.id = ${agents.id}
+        where w.seq > coalesce((select boundary from b), -1)
+      ), r as (
+        select id, seq, score from x order by 3 desc, 2 desc limit ${take}
+      )
+      select r.id, r.seq::float8 as seq, r.score, (select boundary::float8 from b) as boundary,
+        (select count(*)::int from s) as scanned, (select bool_or(named) from x) as named,
+        null::uuid as sid, null::text[] as keys, null::text as provider
+      from r
+      ${wantSample ? sql`union all select null, null, null, null, null, null, s.id, s.keys, s.provider from s` : sql``}`);
+    const hits = rows.filter((row) => row.id !== null);
+    const found = rows.find((row) => row.scanned !== null)?.scanned ?? 0;
+    const marker = hits[0]?.boundary;
+    const cut: Cut = { window: marker === null || marker === undefined ? 0 : Number(marker) };
+    const candidates: Ranked[] = hits.map((row) => ({
+      id: row.id!,
+      seq: Number(row.seq),
+      score: Number(row.score),
+    }));
+    let named = hits.some((row) => row.named === true);
+    // Older than the window, a name with every query word: found by the trigram index on the name, so
+    // it costs what the names hold (hundreds of rows for a common word), not what the descriptions do.
+    if (cut.window > 0 && text.nameMatch) {
+      const older = await newestScored(
+        // `seq + 0`: the seq index would only add every older row to a bitmap of a few hundred.
+        and(base, text.nameMatch, sql`${agents.seq} + 0 <= ${cut.window}`),
+        limits.nameWindow + 1,
+        score,
+      );
+      if (older.length > 0) {
+        named = true;
+        cut.names = older.length > limits.nameWindow ? older[limits.nameWindow]!.seq : 0;
+        candidates.push(...older.slice(0, limits.nameWindow));
+      }
+    } else if (cut.window > 0) named = true; // words too short to look up by name: leave typos alone
+    let similar: Awaited<ReturnType<typeof newestScored>> = [];
+    if ((!named && text.words > 1) || found < limits.fuzzyBelow) {
+      // Full text finding little means a misspelt word; finding no match with the query in its name, for
+      // several words, may mean a misspelt name whose words other agents use (one word that many agents
+      // use is a word, not a misspelling). That second case asks for a name like the
+      // whole query: at pg_trgm's 0.6, one long word shared ("data pipeline" for every "... Pipeline
+      // ..." name) is enough, and the index hands over hundreds of names to check.
+      const similarity = found < limits.fuzzyBelow ? TRIGRAM_DEFAULT : NAMELESS_SIMILARITY;
+      similar = await newestScored(
+        and(base, text.fuzzyName(similarity)),
+        limits.fuzzyWindow + 1,
+        score,
+        similarity,
+      );
+      if (similarity !== TRIGRAM_DEFAULT) cut.similarity = similarity;
+      cut.fuzzy = similar.length > limits.fuzzyWindow ? similar[limits.fuzzyWindow]!.seq : 0;
+      similar = similar.slice(0, limits.fuzzyWindow);
+      candidates.push(...similar);
+    }
+    // Each part is sorted by score already or small: the page is the best `take` of their union.
+    const seen = new Set<string>();
+    const ranked = candidates
+      .sort((x, y) => y.score - x.score || y.seq - x.seq)
+      .filter((hit) => !seen.has(hit.id) && seen.add(hit.id))
+      .slice(0, take);
+    const matches = matchesUnder(
+      base,
+      text,
+      similar.map((row) => row.id),
+    );
+    let sample: FacetSample[] | undefined;
+    if (wantSample) {
+      const inScan = rows.filter((row) => row.id === null);
+      sample = inScan.map((row) => ({ keys: row.keys!, provider: row.provider }));
+      // A scan that read every full-text match plus the similar names is every match: still exact.
+      if (inScan.length < scanned) {
+        const ids = new Set(inScan.map((row) => row.sid));
+        for (const row of similar)
+          if (!ids.has(row.id)) sample.push({ keys: row.keys, provider: row.provider });
+      }
+    }
+    const page = await rowsOf(ranked);
+    return {
+      rows: await withRest(
+        page,
+        take,
+        matches,
+        text,
+        cut,
+        similar.map((row) => row.id),
+      ),
+      cut,
+      matches,
+      sample,
+    };
+  }
+
+  /** Fills a page past the ranked matches with the rest, newest first, each after the cursor's. */
+  async function withRest(
+    rows: PageRow[],
+    take: number,
+    matches: SQL | undefined,
+    text: TextParts,
+    cut: Cut,
+    similar: Similar,
+    after?: BackendQuery["after"],
+  ): Promise<PageRow[]> {
+    if (cut.window === 0 || rows.length >= take) return rows;
     const rest = await db
       .select({ ...rowColumns, score: sql<number>`${UNRANKED}::float8` })
       .from(agents)
       .where(
         and(
           matches,
-          sql`${agents.seq} <= ${boundary}`,
+          sql`${agents.seq} <= ${cut.window}`,
+          sql`not ${rankedUnder(text, cut, similar)}`,
           after?.score === UNRANKED ? sql`${agents.seq} < ${after.seq}` : undefined,
         ),
       )
       .orderBy(desc(agents.seq))
       .limit(take - rows.length);
-    return {
-      rows: [...rows, ...rest.map((row) => ({ ...(row as SearchRow), score: UNRANKED }))],
-      boundary,
-      matches,
-      sample,
-    };
+    return [...rows, ...rest.map((row) => ({ ...(row as SearchRow), score: UNRANKED }))];
   }
 
   async function page(
@@ -421,7 +620,7 @@ export function createPostgresSearch(
     base: SQL | undefined,
     text: TextParts | undefined,
     wantSample: boolean,
-  ) {
+  ): Promise<TextPage> {
     if (text) return textPage(query, base, text, wantSample);
     const after = query.after ? sql`${agents.seq} < ${query.after.seq}` : undefined;
     const rows = await db
@@ -430,12 +629,7 @@ export function createPostgresSearch(
       .where(and(base, after))
       .orderBy(desc(agents.seq))
       .limit(query.limit + 1);
-    return {
-      rows: rows.map((row) => ({ ...(row as SearchRow), score: 0 })),
-      boundary: undefined,
-      matches: base,
-      sample: undefined,
-    };
+    return { rows: rows.map((row) => ({ ...(row as SearchRow), score: 0 })), matches: base };
   }
 
   return {
@@ -449,7 +643,7 @@ export function createPostgresSearch(
       // follow, and the first page of a text query reads the facet sample in the same scan.
       const text = tokens.length > 0 ? textParts(tokens) : undefined;
       const wantSample = remembered !== undefined && remembered.summary === undefined && !query.after;
-      const { rows, boundary, matches, sample } = await page(query, base, text, wantSample);
+      const { rows, cut, matches, sample } = await page(query, base, text, wantSample);
       let summary: Summary | undefined;
       if (remembered?.summary) summary = await remembered.summary;
       else if (remembered) {
@@ -469,7 +663,10 @@ export function createPostgresSearch(
         total: summary?.total ?? 0,
         totalIsEstimate: summary?.totalIsEstimate ?? false,
         facets: summary?.facets ?? emptyFacets(),
-        window: boundary,
+        window: cut && cut.window > 0 ? cut.window : undefined,
+        names: cut?.names,
+        fuzzy: cut?.fuzzy,
+        similarity: cut?.similarity,
       };
     },
 

@@ -7,9 +7,18 @@ export type SearchBackendName = "postgres" | "elasticsearch";
 
 /**
  * Keyset position: the last hit's sort values (score, then seq, both descending), and for a Postgres
- * text query with more matches than it ranks, the ranking window the page was cut from.
+ * text query the seq boundaries of what it ranks: full-text matches newer than `window` (0: all of
+ * them), name matches newer than `names`, names at least `similarity` (pg_trgm's 0.6 when absent) like
+ * the query newer than `fuzzy` (which also makes them matches); an absent part is empty.
  */
-export type SearchAfter = { score: number; seq: number; window?: number };
+export type SearchAfter = {
+  score: number;
+  seq: number;
+  window?: number;
+  names?: number;
+  fuzzy?: number;
+  similarity?: number;
+};
 
 export type BackendQuery = {
   /** Normalised free text; empty means "everything the filters select", newest first. */
@@ -45,6 +54,10 @@ export type SearchPage = {
   facets: FacetCounts;
   /** The ranking window of a Postgres text query with more matches than it ranks; the cursor keeps it. */
   window?: number;
+  /** The other ranked parts of a Postgres text query (see SearchAfter); the cursor keeps them. */
+  names?: number;
+  fuzzy?: number;
+  similarity?: number;
 };
 
 /** One agent's state to put in an external index; `row` absent or deleted means remove it. */

@@ -27,10 +27,25 @@ export type SearchDeps = {
 const BREAKER_OPEN_MS = 5000;
 
 export function encodeSearchCursor(after: SearchAfter): string {
-  const values =
-    after.window === undefined ? [after.score, after.seq] : [after.score, after.seq, after.window];
+  const { score, seq, window, names, fuzzy, similarity } = after;
+  // Positional and short; a part the page did not have is null (window 0: every match ranked).
+  let values: (number | null)[] = [score, seq];
+  if (names !== undefined || fuzzy !== undefined)
+    values = [score, seq, window ?? 0, names ?? null, fuzzy ?? null];
+  else if (window !== undefined) values = [score, seq, window];
+  if (similarity !== undefined && fuzzy !== undefined) values.push(similarity);
   return Buffer.from(JSON.stringify(values)).toString("base64url");
 }
+
+/** Where the page after this one starts: its last hit and the ranked parts it was cut from. */
+export function nextAfter(page: SearchPage): SearchAfter | undefined {
+  const last = page.hits.at(-1);
+  if (!page.hasMore || !last) return undefined;
+  const { window, names, fuzzy, similarity } = page;
+  return { score: last.score, seq: last.seq, window, names, fuzzy, similarity };
+}
+
+const isSeq = (value: unknown) => Number.isSafeInteger(value) && (value as number) >= 0;
 
 export function decodeSearchCursor(cursor: string | undefined): SearchAfter | undefined {
   if (cursor === undefined || cursor === "") return undefined;
@@ -46,17 +61,22 @@ export function decodeSearchCursor(cursor: string | undefined): SearchAfter | un
   }
   if (
     !Array.isArray(value) ||
-    (value.length !== 2 && value.length !== 3) ||
+    ![2, 3, 5, 6].includes(value.length) ||
     typeof value[0] !== "number" ||
     !Number.isFinite(value[0]) ||
-    !Number.isSafeInteger(value[1]) ||
-    value[1] < 0 ||
-    (value.length === 3 && (!Number.isSafeInteger(value[2]) || value[2] < 0))
+    !isSeq(value[1]) ||
+    (value.length >= 3 && !isSeq(value[2])) ||
+    (value.length >= 5 && [value[3], value[4]].some((part) => part !== null && !isSeq(part))) ||
+    (value.length === 6 &&
+      (value[4] === null || typeof value[5] !== "number" || !(value[5] > 0 && value[5] <= 1)))
   )
     throw malformed();
-  return value.length === 3
-    ? { score: value[0], seq: value[1], window: value[2] }
-    : { score: value[0], seq: value[1] };
+  const after: SearchAfter = { score: value[0], seq: value[1] };
+  if (value.length >= 3) after.window = value[2];
+  if (value.length >= 5 && value[3] !== null) after.names = value[3];
+  if (value.length >= 5 && value[4] !== null) after.fuzzy = value[4];
+  if (value.length === 6) after.similarity = value[5];
+  return after;
 }
 
 export function createSearchService(deps: SearchDeps) {
@@ -135,11 +155,8 @@ export function createSearchService(deps: SearchDeps) {
       if (!row) continue;
       items.push(`{"agent":${recordBody(row, config.registryId)},"score":${hit.score}}`);
     }
-    const last = page.hits.at(-1);
-    const nextCursor =
-      page.hasMore && last
-        ? encodeSearchCursor({ score: last.score, seq: last.seq, window: page.window })
-        : null;
+    const after = nextAfter(page);
+    const nextCursor = after ? encodeSearchCursor(after) : null;
     return `{"items":[${items.join(",")}],"total":${page.total},"totalIsEstimate":${page.totalIsEstimate === true},"facets":${JSON.stringify(page.facets)},"nextCursor":${JSON.stringify(nextCursor)}}`;
   }
 
