@@ -1,4 +1,16 @@
-import { and, arrayContains, desc, eq, gte, inArray, isNull, lt, type SQL, sql } from "drizzle-orm";
+import {
+  and,
+  arrayContains,
+  desc,
+  eq,
+  getTableColumns,
+  gte,
+  inArray,
+  isNull,
+  lt,
+  type SQL,
+  sql,
+} from "drizzle-orm";
 import { PgDialect } from "drizzle-orm/pg-core";
 import type { AuditEvent } from "../../infra/audit";
 import { type Database, type Executor, runStatement } from "../../infra/db/client";
@@ -6,6 +18,12 @@ import { type AgentRow, agents, agentVersions, entitlements } from "../../infra/
 import type { Caller } from "../auth/model";
 import type { SearchFilters } from "../search/model";
 import type { ListFilters } from "./model";
+
+/**
+ * What a list page reads: the record without the parsed card and the search document, which it never
+ * shows (it serves the card's exact text), so a page does not fetch and decode them for every row.
+ */
+const { card: _card, searchDoc: _searchDoc, ...LISTED_COLUMNS } = getTableColumns(agents);
 
 type AgentFilters = Omit<ListFilters, "limit" | "cursor" | "updatedSince"> & Pick<SearchFilters, "signature">;
 
@@ -385,7 +403,7 @@ export function agentsRepo(database: Database) {
       conditions.push(...filterConditions(filters));
       if (filters.updatedSince) conditions.push(gte(agents.updatedAt, new Date(filters.updatedSince)));
       return db
-        .select()
+        .select(LISTED_COLUMNS)
         .from(agents)
         .where(and(...conditions))
         .orderBy(desc(agents.seq))
