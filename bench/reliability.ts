@@ -75,6 +75,14 @@ const floodLabel = (check: string) =>
 
 const num = (r: FigureRecord | undefined, key: string) => Number(r?.figures[key] ?? 0);
 
+/** A row for a count whose target is none at all. */
+const noneOf = (r: FigureRecord | undefined, key: string, figure: string): Line => ({
+  figure,
+  measured: fmt(num(r, key)),
+  target: "0",
+  status: status(num(r, key) === 0),
+});
+
 /** The soak section's run line and the headline rows of its Figures table, as the soak wrote them. */
 export function soakHeadline(markdown: string): SoakHeadline | undefined {
   const { begin, end } = sectionMarkers("soak");
@@ -202,19 +210,12 @@ export function evaluate(report: ReliabilityReport): {
           target: "all run",
           status: status(num(r, "tried") + num(r, "refusedByClient") === num(r, "runs")),
         },
-        {
-          figure: "5xx answers",
-          measured: fmt(num(r, "fiveXx")),
-          target: "0",
-          status: status(num(r, "fiveXx") === 0),
-        },
-        {
-          figure:
-            "answers violating the property (not 4xx problem+json or documented; stack or SQL text; database changed by a rejected request)",
-          measured: fmt(num(r, "violations")),
-          target: "0",
-          status: status(num(r, "violations") === 0),
-        },
+        noneOf(r, "fiveXx", "5xx answers"),
+        noneOf(
+          r,
+          "violations",
+          "answers violating the property (not 4xx problem+json or documented; stack or SQL text; database changed by a rejected request)",
+        ),
         {
           figure: "rejected requests that wrote rows (content fingerprint compared)",
           measured: `${fmt(num(r, "rejectedThatWrote"))}; database ${r.figures.databaseUnchanged ? "unchanged" : "CHANGED"} by the reads`,
@@ -242,18 +243,8 @@ export function evaluate(report: ReliabilityReport): {
             num(r, "statusCells") === num(r, "expectedStatusCells") && num(r, "statusCells") > 0,
           ),
         },
-        {
-          figure: "cells with another status than expected",
-          measured: fmt(num(r, "wrong")),
-          target: "0",
-          status: status(num(r, "wrong") === 0),
-        },
-        {
-          figure: "5xx answers",
-          measured: fmt(num(r, "fiveXx")),
-          target: "0",
-          status: status(num(r, "fiveXx") === 0),
-        },
+        noneOf(r, "wrong", "cells with another status than expected"),
+        noneOf(r, "fiveXx", "5xx answers"),
         {
           figure:
             "leaks: a private agent's id, name, url or marker shown, or it answered unlike a missing agent",
@@ -299,18 +290,8 @@ export function evaluate(report: ReliabilityReport): {
                 num(r, "failedBeforeOrAfterFault") === 0,
             ),
           }
-        : {
-            figure: "failed requests of any kind",
-            measured: fmt(num(r, "failed")),
-            target: "0",
-            status: status(num(r, "failed") === 0),
-          },
-      {
-        figure: "5xx outside the documented 503s",
-        measured: fmt(num(r, "fiveXxOther")),
-        target: "0",
-        status: status(num(r, "fiveXxOther") === 0),
-      },
+        : noneOf(r, "failed", "failed requests of any kind"),
+      noneOf(r, "fiveXxOther", "5xx outside the documented 503s"),
       {
         figure: "writes acknowledged vs present (same card bytes)",
         measured: `${fmt(num(r, "acknowledged"))} vs ${fmt(num(r, "present"))} (${fmt(num(r, "mismatched"))} with other bytes)`,
@@ -343,12 +324,7 @@ export function evaluate(report: ReliabilityReport): {
               num(r, "limited") === num(r, "requests") - num(r, "expectedPassed"),
           ),
         },
-        {
-          figure: "answers with wrong limiter headers or body",
-          measured: fmt(num(r, "badHeaders")),
-          target: "0",
-          status: status(num(r, "badHeaders") === 0),
-        },
+        noneOf(r, "badHeaders", "answers with wrong limiter headers or body"),
       ],
     });
 
