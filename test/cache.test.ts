@@ -213,14 +213,18 @@ describe("versioned cache", () => {
     await redis.stop();
   });
 
-  const build = (name: string, bus = createInvalidationBus({ logger: createLogger("silent") })) =>
+  const build = (
+    name: string,
+    bus = createInvalidationBus({ logger: createLogger("silent") }),
+    options: { redis?: Redis; l1MaxEntries?: number } = { redis: client },
+  ) =>
     createVersionedCache<{ seq: number; v: string }>({
       name,
-      redis: client,
+      redis: options.redis,
       bus,
       metrics: createMetrics({ collectProcessMetrics: false }),
       logger: createLogger("silent"),
-      l1MaxEntries: 2,
+      l1MaxEntries: options.l1MaxEntries ?? 2,
       l1TtlMs: 60_000,
       redisTtlSeconds: 60,
       encode: (value) => JSON.stringify(value),
@@ -258,18 +262,7 @@ describe("versioned cache", () => {
   });
 
   test("without Redis, forget() drops L1 entries so the next read loads the committed row", async () => {
-    const bus = createInvalidationBus({ logger: createLogger("silent") });
-    const local = createVersionedCache<{ seq: number; v: string }>({
-      name: `f${Date.now()}`,
-      bus,
-      metrics: createMetrics({ collectProcessMetrics: false }),
-      logger: createLogger("silent"),
-      l1MaxEntries: 10,
-      l1TtlMs: 60_000,
-      redisTtlSeconds: 60,
-      encode: (value) => JSON.stringify(value),
-      decode: (text) => JSON.parse(text),
-    });
+    const local = build(`f${Date.now()}`, undefined, { l1MaxEntries: 10 });
     expect(local.shared).toBe(false);
     await local.write("a", { seq: 1, v: "old a" });
     await local.write("b", { seq: 2, v: "old b" });
