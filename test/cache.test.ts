@@ -216,7 +216,7 @@ describe("versioned cache", () => {
   const build = (
     name: string,
     bus = createInvalidationBus({ logger: createLogger("silent") }),
-    options: { redis?: Redis; l1MaxEntries?: number } = { redis: client },
+    options: { redis?: Redis; l1MaxEntries?: number; l1TtlMs?: number } = { redis: client },
   ) =>
     createVersionedCache<{ seq: number; v: string }>({
       name,
@@ -225,7 +225,7 @@ describe("versioned cache", () => {
       metrics: createMetrics({ collectProcessMetrics: false }),
       logger: createLogger("silent"),
       l1MaxEntries: options.l1MaxEntries ?? 2,
-      l1TtlMs: 60_000,
+      l1TtlMs: options.l1TtlMs ?? 60_000,
       redisTtlSeconds: 60,
       encode: (value) => JSON.stringify(value),
       decode: (text) => JSON.parse(text),
@@ -287,5 +287,92 @@ describe("versioned cache", () => {
     const cache = build(`b${Date.now()}`);
     for (let i = 0; i < 5; i++) await cache.write(`k${i}`, { seq: i + 1, v: String(i) });
     expect(cache.sizeLocal()).toBeLessThanOrEqual(2);
+  });
+
+  describe("refresh ahead of the L1 TTL", () => {
+    const TTL = 300;
+    type Value = { seq: number; v: string };
+    const countingLoader = (value: Value | null = null) => {
+      const loader = async (_id: string) => {
+        loader.calls++;
+        return value;
+      };
+      loader.calls = 0;
+      return loader;
+    };
+
+    test("a copy read past half its TTL is renewed from Redis and never expires under its readers", async () => {
+      const cache = build(`r${Date.now()}`, undefined, { redis: client, l1TtlMs: TTL });
+      await cache.write("x", { seq: 1, v: "one" });
+      const load = countingLoader();
+      const readUntil = performance.now() + TTL * 3;
+      while (performance.now() < readUntil) {
+        expect(cache.peek("x", load)?.v).toBe("one");
+        await Bun.sleep(TTL / 10);
+      }
+      // Redis held the same seq each time: renewed without Postgres.
+      expect(load.calls).toBe(0);
+    });
+
+    test("without reads a copy still expires at its TTL", async () => {
+      const cache = build(`e${Date.now()}`, undefined, { redis: client, l1TtlMs: TTL });
+      await cache.write("x", { seq: 1, v: "one" });
+      await Bun.sleep(TTL + 50);
+      expect(cache.peek("x", countingLoader())).toBeUndefined();
+    });
+
+    test("a missed invalidation is caught by the refresh: newer bytes, or the deletion", async () => {
+      const name = `m${Date.now()}`;
+      // Separate buses: B never hears A's invalidations, as if the messages were lost.
+      const a = build(name, undefined, { redis: client, l1TtlMs: 60_000 });
+      const b = build(name, undefined, { redis: client, l1TtlMs: TTL });
+      await a.write("x", { seq: 1, v: "one" });
+      await a.write("y", { seq: 2, v: "two" });
+      const load = countingLoader();
+      expect((await b.get("x", load))?.v).toBe("one");
+      expect((await b.get("y", load))?.v).toBe("two");
+      await a.write("x", { seq: 3, v: "three" });
+      await a.remove("y", 4);
+      expect(b.peek("x", load)?.v).toBe("one"); // not refreshed yet: still inside half the TTL
+      await Bun.sleep(TTL / 2 + 20);
+      expect(b.peek("x", load)?.v).toBe("one"); // served once more, refresh started
+      expect(b.peek("y", load)?.v).toBe("two");
+      expect(await eventually(() => b.peek("x", load)?.v === "three")).toBe(true);
+      expect(await eventually(() => b.peek("y", load) === undefined)).toBe(true);
+      expect(load.calls).toBe(0);
+    });
+
+    test("without Redis the refresh reloads from the database, and a write during it wins", async () => {
+      const cache = build(`p${Date.now()}`, undefined, { l1TtlMs: TTL, l1MaxEntries: 10 });
+      await cache.write("x", { seq: 1, v: "one" });
+      await Bun.sleep(TTL / 2 + 20);
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let loads = 0;
+      const slowLoad = async () => {
+        loads++;
+        await gate;
+        return { seq: 1, v: "one, reloaded before the write" };
+      };
+      expect(cache.peek("x", slowLoad)?.v).toBe("one");
+      expect(cache.peek("x", slowLoad)?.v).toBe("one"); // one refresh per id at a time
+      expect(loads).toBe(1);
+      await cache.write("x", { seq: 2, v: "two" });
+      release();
+      await Bun.sleep(20);
+      expect(cache.peek("x")?.v).toBe("two");
+    });
+
+    test("a record gone from the database is dropped by the refresh", async () => {
+      const cache = build(`g${Date.now()}`, undefined, { l1TtlMs: TTL, l1MaxEntries: 10 });
+      await cache.write("x", { seq: 1, v: "one" });
+      await Bun.sleep(TTL / 2 + 20);
+      const load = countingLoader(null);
+      expect(cache.peek("x", load)?.v).toBe("one");
+      expect(await eventually(() => cache.peek("x") === undefined)).toBe(true);
+      expect(load.calls).toBe(1);
+    });
   });
 });

@@ -17,6 +17,12 @@ import type { Metrics } from "./metrics";
  *
  * L1 copies are trusted only while the invalidation channel is connected (`bus.coherent()`); while it
  * is not, reads skip L1. Redis failures are counted and fall back to Postgres; they never fail a read.
+ *
+ * The L1 TTL only bounds how long a copy can outlive an invalidation that never arrived. A copy read
+ * past half its TTL is still served, and refreshed from Redis in the background (one at a time per id),
+ * so a hot record never expires under its readers: without this every hot record cost one read a slow
+ * trip through Redis per TTL, which was the cached read's p99. The bound is unchanged: no copy is
+ * served more than a TTL after it was read from Redis or Postgres.
  */
 export type CacheOptions<T> = {
   name: string;
@@ -31,7 +37,7 @@ export type CacheOptions<T> = {
   decode(text: string): T;
 };
 
-type L1Entry<T> = { value: T; expiresAt: number };
+type L1Entry<T> = { value: T; refreshAt: number; expiresAt: number };
 
 // Replace only with a strictly newer seq: stale fills and late writes lose. Values are "<seq>|<json>",
 // a tombstone is "<seq>|".
@@ -71,7 +77,61 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
       const oldest = l1.keys().next();
       if (!oldest.done) l1.delete(oldest.value);
     }
-    l1.set(id, { value, expiresAt: performance.now() + l1TtlMs });
+    const now = performance.now();
+    l1.set(id, { value, refreshAt: now + l1TtlMs / 2, expiresAt: now + l1TtlMs });
+  }
+
+  /** Ids whose L1 copy is being refreshed in the background. */
+  const refreshing = new Set<string>();
+
+  /**
+   * Re-reads a copy that is still being served: Redis first (the same seq only extends the copy's life,
+   * without decoding), Postgres when Redis has nothing. The result lands only if the copy is still the
+   * one that was read (an invalidation in between dropped or replaced it). A Redis error leaves the
+   * copy to expire and the next reader to take the ordinary miss path.
+   */
+  function refresh(id: string, entry: L1Entry<T>, load: (id: string) => Promise<T | null>) {
+    if (refreshing.has(id)) return;
+    refreshing.add(id);
+    const stillCurrent = () => l1.get(id) === entry;
+    const renew = (value: T) => {
+      // Re-inserted so that the records being read move to the back of the eviction order.
+      l1.delete(id);
+      remember(id, value);
+    };
+    const fromPostgres = async () => {
+      const loaded = await load(id);
+      if (!stillCurrent()) return;
+      if (loaded === null) l1.delete(id);
+      else {
+        renew(loaded);
+        void storeInRedis(id, loaded.seq, options.encode(loaded));
+      }
+    };
+    const run = async () => {
+      if (!redis) return fromPostgres();
+      let text: string | null;
+      try {
+        text = await redis.get(prefix + id);
+      } catch (error) {
+        count("redis", "error");
+        logger.debug({ err: (error as Error).message, id }, "cache refresh from redis failed");
+        return;
+      }
+      count("redis", text === null ? "miss" : "hit");
+      if (text === null) return fromPostgres();
+      const bar = text.indexOf("|");
+      const seq = Number(text.slice(0, bar));
+      // Redis only ever moves forward; a copy older than this one means Redis lost it: ask Postgres.
+      if (!(seq >= entry.value.seq)) return fromPostgres();
+      if (!stillCurrent()) return;
+      if (bar === text.length - 1)
+        l1.delete(id); // deleted, and the invalidation never reached us
+      else renew(seq === entry.value.seq ? entry.value : options.decode(text.slice(bar + 1)));
+    };
+    run()
+      .catch((error: Error) => logger.debug({ err: error.message, id }, "cache refresh failed"))
+      .finally(() => refreshing.delete(id));
   }
 
   bus.onInvalidation((message) => {
@@ -111,26 +171,31 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
   }
 
   return {
-    /** L1 only and synchronous: the hot path answers from here without awaiting anything. */
-    peek(id: string): T | undefined {
+    /**
+     * L1 only and synchronous: the hot path answers from here without awaiting anything. With `load`,
+     * a copy past half its TTL is refreshed in the background (see above).
+     */
+    peek(id: string, load?: (id: string) => Promise<T | null>): T | undefined {
       if (!l1Usable()) return undefined;
       const entry = l1.get(id);
       if (entry === undefined) {
         count("l1", "miss");
         return undefined;
       }
-      if (entry.expiresAt < performance.now()) {
+      const now = performance.now();
+      if (entry.expiresAt < now) {
         l1.delete(id);
         count("l1", "miss");
         return undefined;
       }
+      if (entry.refreshAt < now && load !== undefined) refresh(id, entry, load);
       count("l1", "hit");
       return entry.value;
     },
 
     /** L1, then Redis, then `load` (Postgres); null when the record does not exist or was deleted. */
-    async get(id: string, load: () => Promise<T | null>): Promise<T | null> {
-      const cached = this.peek(id);
+    async get(id: string, load: (id: string) => Promise<T | null>): Promise<T | null> {
+      const cached = this.peek(id, load);
       if (cached !== undefined) return cached;
       const startedAt = generation;
       if (redis) {
@@ -150,7 +215,7 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
           logger.debug({ err: (error as Error).message, id }, "cache read from redis failed");
         }
       }
-      const loaded = await load();
+      const loaded = await load(id);
       if (loaded === null) return null;
       if (generation === startedAt) remember(id, loaded);
       void storeInRedis(id, loaded.seq, options.encode(loaded));

@@ -895,12 +895,12 @@ export function createAgentsService(deps: AgentsDeps) {
 
   /** The hot path: answered from this process's memory without awaiting, or undefined to go async. */
   function peek(caller: Caller, id: string): SerializedAgent | undefined {
-    const agent = cache.peek(id);
+    const agent = cache.peek(id, load);
     return agent && canSee(agent, caller) ? agent : undefined;
   }
 
   async function get(caller: Caller, id: string) {
-    const agent = UUID_PATTERN.test(id) ? await cache.get(id, () => load(id)) : null;
+    const agent = UUID_PATTERN.test(id) ? await cache.get(id, load) : null;
     if (!agent || !canSee(agent, caller)) throw new ApiError("NOT_FOUND", `No agent ${id}`);
     return agent;
   }
