@@ -176,10 +176,12 @@ export function createApp(deps: Dependencies) {
   // dropping them, so a typo in a request is an error the caller sees.
   // In production Bun routes requests natively; the cached reads are given Bun routes of their own so a
   // hit skips Elysia entirely, and anything the fast path cannot answer goes to the app as usual.
-  const fastRoute = (request: Request, server: Parameters<NonNullable<typeof fastPath>>[1]) =>
-    fastPath?.(request, server) ?? app.fetch(request);
+  const toApp = (request: Request): Response | Promise<Response> => app.fetch(request);
   const serveRoutes = fastPath
-    ? { "/v1/agents/:id": { GET: fastRoute }, "/v1/agents/:id/card": { GET: fastRoute } }
+    ? {
+        [fastPath.routes.record]: { GET: fastPath.routeHandler("record", toApp) },
+        [fastPath.routes.card]: { GET: fastPath.routeHandler("card", toApp) },
+      }
     : undefined;
   const app = new Elysia({
     name: "a2a-registry",

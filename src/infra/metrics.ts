@@ -77,16 +77,21 @@ function createRequestMetrics(registry: Registry) {
   };
   // One lookup per request: the recorder bound to (method, status, route) is kept once made.
   const recorders = new Map<string, (seconds: number) => void>();
+  const recorderFor = (method: string, route: string, status: number) => {
+    const key = `${method} ${status} ${route}`;
+    let record = recorders.get(key);
+    if (!record) {
+      record = recorder(method, route, status);
+      recorders.set(key, record);
+    }
+    return record;
+  };
   return {
     record(method: string, route: string, status: number, seconds: number) {
-      const key = `${method} ${status} ${route}`;
-      let record = recorders.get(key);
-      if (!record) {
-        record = recorder(method, route, status);
-        recorders.set(key, record);
-      }
-      record(seconds);
+      recorderFor(method, route, status)(seconds);
     },
+    /** The same series, bound once: for a path that knows its method, route and status up front. */
+    recorderFor,
   };
 }
 

@@ -10,8 +10,11 @@ import { cacheControlFor, matchesIfNoneMatch } from "./routes";
 import type { AgentsService } from "./service";
 
 const PATH = /^\/v1\/agents\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(\/card)?$/;
+const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 type Server = { requestIP(request: Request): { address: string } | null } | null;
+type Kind = "record" | "card";
+const ROUTES: Record<Kind, string> = { record: "/v1/agents/:id", card: "/v1/agents/:id/card" };
 
 /**
  * The discovery hot path, answered before routing: `GET /v1/agents/:id` and `/card` when everything
@@ -19,6 +22,10 @@ type Server = { requestIP(request: Request): { address: string } | null } | null
  * token already verified), and a rate-limit token already leased. It sends exactly what the routed
  * handler would (same headers, same ETag and 304 rules, same limits, metrics and access log); any other
  * case returns undefined and takes the ordinary route, which awaits what it must.
+ *
+ * Served two ways: as Bun routes of their own (`routeHandler`: Bun has matched the path and parsed the
+ * id, so the URL is never read), and from the app's onRequest for requests that reach Elysia directly
+ * (`app.handle`, or a server without the native routes), which matches the path itself.
  */
 export function createFastRead(deps: {
   config: Config;
@@ -30,6 +37,11 @@ export function createFastRead(deps: {
 }) {
   const { config, agents, auth, limiter, metrics, logger } = deps;
   const record = createAccessRecorder({ metrics, logger });
+  // Bound once per answer kind: the metric series lookup is not repeated on every request.
+  const recorders = {
+    record: { 200: record.as("GET", ROUTES.record, 200), 304: record.as("GET", ROUTES.record, 304) },
+    card: { 200: record.as("GET", ROUTES.card, 200), 304: record.as("GET", ROUTES.card, 304) },
+  };
   const readLimit = String(config.rateLimits.read.limit);
   // Building a Response's headers from a plain object costs more than the rest of this path; the fixed
   // ones are built once per kind of answer, and each response only sets the few that vary.
@@ -55,43 +67,29 @@ export function createFastRead(deps: {
     missed.add(request);
     return undefined;
   };
-  const answer = (request: Request, server: Server): Response | undefined => {
-    if (request.method !== "GET") return undefined;
+  const answer = (request: Request, server: Server, id: string, kind: Kind): Response | undefined => {
     const startedAt = performance.now();
-    const url = request.url;
-    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
-    const query = url.indexOf("?", pathStart);
-    const match = PATH.exec(query < 0 ? url.slice(pathStart) : url.slice(pathStart, query));
-    if (!match) return undefined;
     const caller = auth.peekCaller(request.headers.get("authorization"));
     if (!caller) return miss(request);
-    const agent = agents.peek(caller, match[1]!);
+    const agent = agents.peek(caller, id);
     if (!agent) return miss(request);
     const ip = caller.kind === "client" ? null : clientIp(request, server, config.trustProxy);
     const decision = limiter.takeSync(limiterKey(caller, ip), "read");
     if (!decision) return miss(request);
 
     const requestId = requestIdOf(request);
-    const card = match[2] !== undefined;
-    const route = card ? "/v1/agents/:id/card" : "/v1/agents/:id";
-    const finish = (response: Response) => {
-      record("GET", route, response.status, startedAt, {
-        requestId,
-        clientId: caller.kind === "client" ? caller.clientId : null,
-        ip,
-      });
-      return response;
-    };
+    const who = { requestId, clientId: caller.kind === "client" ? caller.clientId : null, ip };
     if (!decision.allowed) {
       const denial = rateLimitedError(decision);
-      return finish(
-        problemResponse(denial.code, denial.detail, requestId, {
-          ...SECURITY_HEADERS,
-          "x-request-id": requestId,
-          ...denial.options.headers,
-        }),
-      );
+      const response = problemResponse(denial.code, denial.detail, requestId, {
+        ...SECURITY_HEADERS,
+        "x-request-id": requestId,
+        ...denial.options.headers,
+      });
+      record("GET", ROUTES[kind], response.status, startedAt, who);
+      return response;
     }
+    const card = kind === "card";
     const etag = card ? agent.cardEtag : agent.etag;
     const notModified = matchesIfNoneMatch(request.headers.get("if-none-match"), etag);
     const response = new Response(notModified ? null : card ? agent.cardRaw : agent.body, {
@@ -103,10 +101,34 @@ export function createFastRead(deps: {
     headers.set("ratelimit-remaining", String(Math.max(0, decision.remaining)));
     headers.set("ratelimit-reset", String(decision.resetSeconds));
     headers.set("etag", etag);
-    return finish(response);
+    recorders[kind][notModified ? 304 : 200](startedAt, who);
+    return response;
   };
-  return (request: Request, server: Server): Response | undefined =>
-    missed.has(request) ? undefined : answer(request, server);
+
+  /** From the app's onRequest: any request, the path matched here. */
+  const fromRequest = (request: Request, server: Server): Response | undefined => {
+    if (request.method !== "GET" || missed.has(request)) return undefined;
+    const url = request.url;
+    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+    const query = url.indexOf("?", pathStart);
+    const match = PATH.exec(query < 0 ? url.slice(pathStart) : url.slice(pathStart, query));
+    if (!match) return undefined;
+    return answer(request, server, match[1]!, match[2] === undefined ? "record" : "card");
+  };
+
+  /**
+   * A Bun route handler for GET `ROUTES[kind]`: answers a hit, hands anything else to `fallback`
+   * (the app), whose onRequest then knows not to try again.
+   */
+  const routeHandler =
+    (kind: Kind, fallback: (request: Request) => Response | Promise<Response>) =>
+    (request: Request & { params: { id: string } }, server: Server) => {
+      const id = request.params.id;
+      const hit = request.method === "GET" && ID.test(id) ? answer(request, server, id, kind) : miss(request);
+      return hit ?? fallback(request);
+    };
+
+  return Object.assign(fromRequest, { routeHandler, routes: ROUTES });
 }
 
 export type FastRead = ReturnType<typeof createFastRead>;
