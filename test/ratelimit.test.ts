@@ -298,6 +298,54 @@ describe("Redis buckets", () => {
     expect(total).toBeGreaterThanOrEqual(1000 - 2 * 50);
     console.log(`large bucket: ${total}/1000 admitted across two instances`);
   });
+
+  test("a hot key's leases grow, so it needs a round trip per hundreds of requests, and still never over-admits", async () => {
+    const {
+      keyPrefix,
+      instances: [a],
+    } = await instances(limits({ read: "100000/1h" }));
+    let scriptCalls = 0;
+    const send = a!.redis.sendCommand.bind(a!.redis);
+    a!.redis.sendCommand = ((command: { name: string }) => {
+      if (/^eval/i.test(command.name)) scriptCalls++;
+      return send(command as never);
+    }) as typeof send;
+    let allowed = 0;
+    for (let i = 0; i < 5000; i++) if ((await a!.limiter.take("hot", "read")).allowed) allowed++;
+    expect(allowed).toBe(5000);
+    // Batches of 100 would take 50 round trips; doubling up to 1,000 takes about a dozen.
+    expect(scriptCalls).toBeLessThanOrEqual(20);
+    // What Redis debited is what was admitted plus at most the pool this instance still holds: the
+    // lease fetched ahead (1,000) and what was left when it was asked for (under half a lease).
+    const left = Number(await a!.redis.hget(`${keyPrefix}read:hot`, "tokens"));
+    const debited = 100_000 - left;
+    expect(debited).toBeGreaterThanOrEqual(5000);
+    expect(debited - 5000).toBeLessThanOrEqual(1500);
+  });
+
+  test("grown leases still drain a bucket exactly across two instances", async () => {
+    const {
+      instances: [a, b],
+    } = await instances(limits({ read: "5000/1h" }));
+    // Warm both instances' leases up to their largest (250 = limit / 20) first.
+    let allowed = 0;
+    for (let i = 0; i < 1000; i++) {
+      if ((await a!.limiter.take("shared", "read")).allowed) allowed++;
+      if ((await b!.limiter.take("shared", "read")).allowed) allowed++;
+    }
+    const calls: (LimitDecision | Promise<LimitDecision>)[] = [];
+    for (let i = 0; i < 2000; i++)
+      calls.push(a!.limiter.take("shared", "read"), b!.limiter.take("shared", "read"));
+    const total = allowed + allowedCount(await settle(calls));
+    // A Redis answer slower than the timeout would switch to in-process buckets, which over-admit by
+    // design during an outage: this bound holds only while Redis decided every request.
+    for (const instance of [a, b])
+      expect(await counterValue(instance!.metrics, "a2a_registry_rate_limiter_fallbacks_total")).toBe(0);
+    expect(total).toBeLessThanOrEqual(5000);
+    // Tokens are stranded only in a pool no later call on that instance asked for: at most one grown
+    // lease (250) per instance; below the threshold (10 x 100 tokens) Redis grants one at a time.
+    expect(total).toBeGreaterThanOrEqual(5000 - 2 * 250);
+  });
 });
 
 // ---------- outage ----------

@@ -27,6 +27,10 @@ const REDIS_TIMEOUT_MS = 250;
 const PROBE_INTERVAL_MS = 500;
 /** Smallest lease batch (limit / 20, capped at 100) for which the next lease is fetched ahead. */
 const PREFETCH_MIN_BATCH = 100;
+/** A hot key's leases grow up to this many tokens (never past limit / 20, nor a tenth of what is left). */
+const MAX_LEASE = 1000;
+/** A pool spent faster than this doubles the next lease; one that lasts past the lease TTL resets it. */
+const FAST_LEASE_MS = 100;
 
 /** Upper bound on buckets (and on lease records) per endpoint class, so a flood of IPs cannot exhaust memory. */
 const MAX_KEYS = 100_000;
@@ -53,6 +57,8 @@ type ClassPlan = {
   rate: number;
   /** Tokens leased per Redis round trip: amortises the round trip, small enough that a stranded lease is noise. */
   batch: number;
+  /** What a hot key's lease may grow to (see Lease.batch). */
+  maxBatch: number;
   threshold: number;
   /** Leased tokens die after this: holding them longer could let a burst from the past join a refilled bucket. */
   leaseTtlMs: number;
@@ -73,6 +79,14 @@ type Lease = {
   deniedUntil: number;
   /** A lease for the pool is on its way (see refillAhead). */
   refilling: boolean;
+  /**
+   * Tokens to ask for next: the class's batch, doubled each time a pool was spent within FAST_LEASE_MS,
+   * up to maxBatch. A key read thousands of times a second then needs a round trip every few dozen ms
+   * instead of every few ms, so the lease fetched ahead arrives before the pool runs dry.
+   */
+  batch: number;
+  /** When the last lease was granted (local clock). */
+  leasedAt: number;
 };
 
 function plan(cls: EndpointClass, { limit, periodMs }: RateLimit): ClassPlan {
@@ -83,6 +97,7 @@ function plan(cls: EndpointClass, { limit, periodMs }: RateLimit): ClassPlan {
     periodMs,
     rate: limit / periodMs,
     batch,
+    maxBatch: Math.max(batch, Math.min(MAX_LEASE, Math.floor(limit / 20))),
     threshold: 10 * batch,
     leaseTtlMs: Math.min(1000, periodMs),
   };
@@ -236,6 +251,8 @@ export function createRateLimiter(options: {
         redisAt: t,
         deniedUntil: 0,
         refilling: false,
+        batch: p.batch,
+        leasedAt: Number.NEGATIVE_INFINITY,
       };
       map.set(key, lease);
     }
@@ -248,7 +265,23 @@ export function createRateLimiter(options: {
     if (tokens <= 0) return;
     lease.pool = (t < lease.poolExpiresAt ? lease.pool : 0) + tokens;
     lease.poolExpiresAt = t + p.leaseTtlMs;
+    const sinceLast = t - lease.leasedAt;
+    if (sinceLast < FAST_LEASE_MS) lease.batch = Math.min(p.maxBatch, lease.batch * 2);
+    else if (sinceLast > p.leaseTtlMs) lease.batch = p.batch;
+    lease.leasedAt = t;
   };
+
+  /**
+   * How many tokens to ask Redis for: the key's current batch, but never more than a tenth of what
+   * Redis last reported left, so a big lease cannot strand much of a bucket that is being used up.
+   * Near exhaustion (below the threshold) the script grants one token at a time whatever is asked.
+   */
+  const wantFor = (p: ClassPlan, lease: Lease | undefined) =>
+    // Only one request per key asks for a grown lease at a time: concurrent ones asking for it too
+    // would each strand their surplus in the pool.
+    lease === undefined || lease.batch <= p.batch || lease.refilling
+      ? p.batch
+      : Math.max(p.batch, Math.min(lease.batch, Math.floor(lease.redisTokens / 10)));
 
   /**
    * Leases the next batch in the background while the pool still has tokens. Without it every request
@@ -260,16 +293,17 @@ export function createRateLimiter(options: {
   const refillAhead = (p: ClassPlan, key: string, lease: Lease) => {
     if (
       lease.refilling ||
-      lease.pool * 2 >= p.batch ||
+      lease.pool * 2 >= lease.batch ||
       p.batch < PREFETCH_MIN_BATCH ||
       !healthy ||
       !command ||
       lease.redisTokens < p.threshold + p.batch
     )
       return;
+    const want = wantFor(p, lease);
     lease.refilling = true;
     try {
-      command(keyPrefix + p.cls + ":" + key, p.limit, p.periodMs, p.batch, p.threshold).then(
+      command(keyPrefix + p.cls + ":" + key, p.limit, p.periodMs, want, p.threshold).then(
         (reply) => {
           lease.refilling = false;
           const granted = Number(reply[0]);
@@ -371,8 +405,19 @@ export function createRateLimiter(options: {
     });
   };
 
-  const viaRedis = (p: ClassPlan, key: string, run: TakeCommand): Promise<LimitDecision> =>
+  /** `grown`: the lease this request asks a grown batch for, marked refilling until Redis answers. */
+  const viaRedis = (
+    p: ClassPlan,
+    key: string,
+    run: TakeCommand,
+    want: number,
+    grown?: Lease,
+  ): Promise<LimitDecision> =>
     new Promise((resolve) => {
+      if (grown) grown.refilling = true;
+      const answered = () => {
+        if (grown) grown.refilling = false;
+      };
       const sentAt = now();
       let settled = false;
       const fail = (err: unknown) => {
@@ -387,25 +432,33 @@ export function createRateLimiter(options: {
         REDIS_TIMEOUT_MS,
       );
       try {
-        run(keyPrefix + p.cls + ":" + key, p.limit, p.periodMs, p.batch, p.threshold).then((reply) => {
-          if (settled) {
-            // Decided locally already; the grant is debited in Redis, so keep it for the next requests.
+        run(keyPrefix + p.cls + ":" + key, p.limit, p.periodMs, want, p.threshold).then(
+          (reply) => {
+            answered();
+            if (settled) {
+              // Decided locally already; the grant is debited in Redis, so keep it for the next requests.
+              try {
+                const t = now();
+                deposit(p, leaseFor(p, key, t), Number(reply[0]) || 0, t);
+              } catch {}
+              return;
+            }
             try {
-              const t = now();
-              deposit(p, leaseFor(p, key, t), Number(reply[0]) || 0, t);
-            } catch {}
-            return;
-          }
-          try {
-            const decision = fromReply(p, key, reply, sentAt);
-            settled = true;
-            clearTimeout(timer);
-            resolve(decision);
-          } catch (err) {
+              const decision = fromReply(p, key, reply, sentAt);
+              settled = true;
+              clearTimeout(timer);
+              resolve(decision);
+            } catch (err) {
+              fail(err);
+            }
+          },
+          (err) => {
+            answered();
             fail(err);
-          }
-        }, fail);
+          },
+        );
       } catch (err) {
+        answered();
         fail(err);
       }
     });
@@ -437,7 +490,8 @@ export function createRateLimiter(options: {
           resetSeconds: secondsUntilFull(p, lease.redisTokens, t - lease.redisAt),
           retryAfterSeconds: Math.max(1, Math.ceil((lease.deniedUntil - t) / 1000)),
         });
-      return viaRedis(p, key, command);
+      const want = wantFor(p, lease);
+      return viaRedis(p, key, command, want, want > p.batch ? lease : undefined);
     } catch (err) {
       logger.error({ err }, "rate limiter: unexpected failure, request allowed");
       return { allowed: true, limit: p.limit, remaining: 0, resetSeconds: 0, retryAfterSeconds: 0 };
