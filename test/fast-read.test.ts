@@ -92,6 +92,24 @@ for (const backend of BACKENDS) {
       expect(text).not.toContain(id);
     });
 
+    test("happy: each read's cache lookup is counted once, whichever path answers it", async () => {
+      const id = await publish();
+      t.app.services.agentCache.clearLocal();
+      const count = async (result: string) => {
+        const text = await (await t.request("/metrics")).text();
+        const line = text
+          .split("\n")
+          .find((l) => l.startsWith(`a2a_registry_cache_requests_total{layer="l1",result="${result}"}`));
+        return line ? Number(line.split(" ").pop()) : 0;
+      };
+      const [hits, misses] = [await count("hit"), await count("miss")];
+      const before = routed;
+      expect((await t.request(`/v1/agents/${id}`)).status).toBe(200); // routed: fills L1
+      for (let i = 0; i < 5; i++) expect((await t.request(`/v1/agents/${id}`)).status).toBe(200);
+      expect(routed).toBe(before + 1);
+      expect([await count("hit"), await count("miss")]).toEqual([hits + 5, misses + 1]);
+    });
+
     test("security: a private agent is never answered from memory to someone who may not see it", async () => {
       const id = await publish({ visibility: "private" });
       const owner = await t.request(`/v1/agents/${id}`, { token: writer.token });

@@ -173,23 +173,24 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
   return {
     /**
      * L1 only and synchronous: the hot path answers from here without awaiting anything. With `load`,
-     * a copy past half its TTL is refreshed in the background (see above).
+     * a copy past half its TTL is refreshed in the background (see above). `counted: false` leaves
+     * the lookup out of the metrics, for a caller that may hand the request on to one that looks again.
      */
-    peek(id: string, load?: (id: string) => Promise<T | null>): T | undefined {
+    peek(id: string, load?: (id: string) => Promise<T | null>, counted = true): T | undefined {
       if (!l1Usable()) return undefined;
       const entry = l1.get(id);
       if (entry === undefined) {
-        count("l1", "miss");
+        if (counted) count("l1", "miss");
         return undefined;
       }
       const now = performance.now();
       if (entry.expiresAt < now) {
         l1.delete(id);
-        count("l1", "miss");
+        if (counted) count("l1", "miss");
         return undefined;
       }
       if (entry.refreshAt < now && load !== undefined) refresh(id, entry, load);
-      count("l1", "hit");
+      if (counted) count("l1", "hit");
       return entry.value;
     },
 

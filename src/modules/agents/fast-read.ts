@@ -77,6 +77,7 @@ export function createFastRead(deps: {
     const decision = limiter.takeSync(limiterKey(caller, ip), "read");
     if (!decision) return miss(request);
 
+    metrics.countCache("l1", "hit");
     const requestId = requestIdOf(request);
     const who = { requestId, clientId: caller.kind === "client" ? caller.clientId : null, ip };
     if (!decision.allowed) {

@@ -893,9 +893,12 @@ export function createAgentsService(deps: AgentsDeps) {
     return agent;
   }
 
-  /** The hot path: answered from this process's memory without awaiting, or undefined to go async. */
+  /**
+   * The hot path: answered from this process's memory without awaiting, or undefined to go async.
+   * Not counted in the cache metrics: the hot path counts what it answers, the routed path its own.
+   */
   function peek(caller: Caller, id: string): SerializedAgent | undefined {
-    const agent = cache.peek(id, load);
+    const agent = cache.peek(id, load, false);
     return agent && canSee(agent, caller) ? agent : undefined;
   }
 
