@@ -388,11 +388,12 @@ async function main() {
     rss.push(["bare Bun.serve (ceiling)", baseline.copies.reduce((sum, c) => sum + c.peakRssKb(), 0)]);
   }
 
-  // Process A, cache on: seeding, (b), (i).
+  // Process A, cache on: seeding, (b), (i), (f).
   const idsPath = join(tmp, "ids.txt");
   const ids: string[] = [];
   let cachedGet: WrkResult;
   let halfRate: { targetRps: number; delayMs: number; result: WrkResult; ceiling: WrkResult };
+  let notModified: WrkResult;
   const etagsPath = join(tmp, "etags.txt");
   // Outside the checkout (and outside the run's temp dir, which is removed): a profile is kept for reading.
   const profileDir = join(tmpdir(), `a2a-bench-profile-${runId}`);
@@ -476,8 +477,54 @@ async function main() {
     });
     counters.push(["i", counterDelta(await scrapeCounters(registry.base), before)]);
     console.log(`${fmtRps(paced.rps)} req/s achieved, p50 ${fmtMs(paced.p50Ms)}, p99 ${fmtMs(paced.p99Ms)}`);
+
+    // (f) on the process that ran (b), right after it: the 304 path is compared with the cached read
+    // under the same cache contents and heap, not across processes. The ETags are those the publish
+    // responses stated; a sample read must agree, or every id is read again so (f) sends what this
+    // process answers (a mismatch is reported, not hidden).
+    const etagLines = readFileSync(etagsPath, "utf8").trimEnd().split("\n");
+    const sample = Array.from({ length: Math.min(64, ids.length) }, (_, k) =>
+      Math.floor((k * ids.length) / Math.min(64, ids.length)),
+    );
+    let mismatched = 0;
+    for (const i of sample) {
+      const response = await fetch(`${registry.base}/v1/agents/${ids[i]}`);
+      await response.arrayBuffer();
+      if (`${ids[i]}\t${response.headers.get("etag")}` !== etagLines[i]) mismatched++;
+    }
+    if (mismatched > 0) {
+      observations.push(
+        `${mismatched} of ${sample.length} sampled ETags read back differed from those in the publish responses: the ETags for (f) were read again.`,
+      );
+      await pool(ids.length, settings.seedConcurrency, async (i) => {
+        const response = await fetch(`${registry.base}/v1/agents/${ids[i]}`);
+        await response.arrayBuffer();
+        const etag = response.headers.get("etag");
+        if (response.status !== 200 || !etag) throw new Error(`ETag read of ${ids[i]}: ${response.status}`);
+        etagLines[i] = `${ids[i]}\t${etag}`;
+      });
+      writeFileSync(etagsPath, `${etagLines.join("\n")}\n`);
+    }
+    const firstEtag = etagLines[0]!.split("\t")[1]!;
+    await probe(
+      `${registry.base}/v1/agents/${ids[0]}`,
+      { headers: { "if-none-match": firstEtag } },
+      304,
+      "304 probe",
+    );
+    notModified = await measure(
+      "f",
+      "If-None-Match, 304",
+      "GET /v1/agents/:id + If-None-Match",
+      {
+        url: registry.base,
+        script: "not-modified.lua",
+        args: { etags: etagsPath, ...threadsArg },
+      },
+      registry.base,
+    );
     await registry.stop();
-    rss.push(["registry A, cache on (seeding, b, i)", registry.peakRssKb()]);
+    rss.push(["registry A, cache on (seeding, b, i, f)", registry.peakRssKb()]);
 
     // The same pacing against the ceiling: the p99 this machine (wrk included) gives at that rate with
     // no registry work at all, so (i)'s tail can be read against it.
@@ -517,9 +564,8 @@ async function main() {
     rss.push(["registry B, cache off (c)", registry.peakRssKb()]);
   }
 
-  // Process C, cache on: (d) to (h).
+  // Process C, cache on: (d), (e), (g), (h).
   let publish: WrkResult;
-  let notModified: WrkResult;
   {
     const { registry } = await startRegistry(
       "registry C (cache on)",
@@ -528,40 +574,14 @@ async function main() {
     );
     const token = await adminToken(registry.base, adminId, adminSecret);
     const getArgs = { ids: idsPath, ...threadsArg };
-    // The ETags came from the publish responses of process A; a sample read here must agree, or every
-    // id is read again so (f) sends what this process answers (a mismatch is reported, not hidden).
-    const etagLines = readFileSync(etagsPath, "utf8").trimEnd().split("\n");
-    const sample = Array.from({ length: Math.min(64, ids.length) }, (_, k) =>
-      Math.floor((k * ids.length) / Math.min(64, ids.length)),
-    );
-    let mismatched = 0;
-    for (const i of sample) {
+    // C starts with an empty L1. With Redis it fills from there in the warm-up pass; without, each
+    // miss is a database read, and the short pass covered only a few thousand ids, so (d) measured a
+    // cold cache on embedded PGlite. Every id is read once first, as on A after seeding.
+    await pool(ids.length, settings.seedConcurrency, async (i) => {
       const response = await fetch(`${registry.base}/v1/agents/${ids[i]}`);
       await response.arrayBuffer();
-      if (`${ids[i]}\t${response.headers.get("etag")}` !== etagLines[i]) mismatched++;
-    }
-    if (mismatched > 0) {
-      observations.push(
-        `${mismatched} of ${sample.length} sampled ETags read on process C differed from those in the publish responses on process A: the ETags for (f) were read again on C.`,
-      );
-      await pool(ids.length, settings.seedConcurrency, async (i) => {
-        const response = await fetch(`${registry.base}/v1/agents/${ids[i]}`);
-        await response.arrayBuffer();
-        const etag = response.headers.get("etag");
-        if (response.status !== 200 || !etag) throw new Error(`ETag read of ${ids[i]}: ${response.status}`);
-        etagLines[i] = `${ids[i]}\t${etag}`;
-      });
-      writeFileSync(etagsPath, `${etagLines.join("\n")}\n`);
-    } else {
-      // C starts with an empty L1. With Redis it fills from there in the warm-up pass; without, each
-      // miss is a database read, and the short pass covered only a few thousand ids, so (d) and (f)
-      // measured a cold cache on embedded PGlite. Every id is read once first, as on A after seeding.
-      await pool(ids.length, settings.seedConcurrency, async (i) => {
-        const response = await fetch(`${registry.base}/v1/agents/${ids[i]}`);
-        await response.arrayBuffer();
-        if (response.status !== 200) throw new Error(`warming read of ${ids[i]}: ${response.status}`);
-      });
-    }
+      if (response.status !== 200) throw new Error(`warming read of ${ids[i]}: ${response.status}`);
+    });
     await warmUp(registry.base, "get.lua", getArgs);
 
     await probe(`${registry.base}/v1/agents/${ids[0]}/card`, {}, 200, "card probe");
@@ -585,24 +605,6 @@ async function main() {
         url: registry.base,
         script: "path.lua",
         args: { path: "/v1/agents?limit=20" },
-      },
-      registry.base,
-    );
-    const firstEtag = etagLines[0]!.split("\t")[1]!;
-    await probe(
-      `${registry.base}/v1/agents/${ids[0]}`,
-      { headers: { "if-none-match": firstEtag } },
-      304,
-      "304 probe",
-    );
-    notModified = await measure(
-      "f",
-      "If-None-Match, 304",
-      "GET /v1/agents/:id + If-None-Match",
-      {
-        url: registry.base,
-        script: "not-modified.lua",
-        args: { etags: etagsPath, ...threadsArg },
       },
       registry.base,
     );
@@ -643,7 +645,7 @@ async function main() {
       registry.base,
     );
     await registry.stop();
-    rss.push(["registry C, cache on (d-h)", registry.peakRssKb()]);
+    rss.push(["registry C, cache on (d, e, g, h)", registry.peakRssKb()]);
   }
 
   // ------------------------------------------------------------------------------------ figures
@@ -741,8 +743,8 @@ async function main() {
     `Access logs are off during the run: LOG_LEVEL=warn drops the info-level line per request (warnings and errors still reach the process log).`,
     `Rate limits raised via ${RATE_LIMIT_VARIABLES.join(", ")}=${RAISED_RATE_LIMIT}: the limiter still runs on every limited request but admits everything.`,
     "Reads are anonymous (public agents); seeding and publish use the bootstrap admin's bearer token (admins are exempt from MAX_AGENTS_PER_CLIENT).",
-    "Registry processes in turn on the same database: A (CACHE_ENABLED=true) seeds and runs (b) and (i); B (CACHE_ENABLED=false) runs (c); C (CACHE_ENABLED=true) runs (d) to (h). Each is stopped before the next starts (PGlite allows one process per data dir; Postgres runs the same sequence for comparability).",
-    `Before the measured runs on each process: a ${settings.warmupS} s wrk pass of reads over the ids (not recorded) warms the cache and the JIT; process C, which starts with an empty in-process cache, first reads every id once (A's was filled by the publishes). The ETags sent in (f) are those of the publish responses, checked on process C against reads of 64 ids.`,
+    "Registry processes in turn on the same database: A (CACHE_ENABLED=true) seeds and runs (b), (i) and (f); B (CACHE_ENABLED=false) runs (c); C (CACHE_ENABLED=true) runs (d), (e), (g) and (h). Each is stopped before the next starts (PGlite allows one process per data dir; Postgres runs the same sequence for comparability).",
+    `Before the measured runs on each process: a ${settings.warmupS} s wrk pass of reads over the ids (not recorded) warms the cache and the JIT; process C, which starts with an empty in-process cache, first reads every id once (A's was filled by the publishes). (f) runs on process A right after (i), so the 304 path and the cached read (b) are compared on one process with the same cache contents; the ETags it sends are those of the publish responses, checked against reads of 64 ids first.`,
     "Ids are taken round-robin, the threads starting at evenly spaced offsets, so every seeded id is read in (b), (c), (d) and (f).",
   ];
   const settingsTable: Array<[string, string]> = [
