@@ -19,11 +19,42 @@ import type { Caller } from "../auth/model";
 import type { SearchFilters } from "../search/model";
 import type { ListFilters } from "./model";
 
+const columns = getTableColumns(agents);
 /**
- * What a list page reads: the record without the search document, which it never shows, so a page does
- * not fetch and decode it for every row.
+ * What a list page reads: exactly the columns a record shows (recordBody) and its seq for the cursor.
+ * Not the search document nor the facet arrays, which it never shows: decoding them cost more than the
+ * rest of the row.
  */
-const { searchDoc: _searchDoc, ...LISTED_COLUMNS } = getTableColumns(agents);
+const LISTED_COLUMNS = {
+  id: columns.id,
+  seq: columns.seq,
+  name: columns.name,
+  description: columns.description,
+  url: columns.url,
+  visibility: columns.visibility,
+  status: columns.status,
+  statusMessage: columns.statusMessage,
+  latestVersion: columns.latestVersion,
+  generation: columns.generation,
+  protocolVersion: columns.protocolVersion,
+  cardHash: columns.cardHash,
+  cardRaw: columns.cardRaw,
+  signature: columns.signature,
+  signatureKid: columns.signatureKid,
+  signatureDomain: columns.signatureDomain,
+  signatureError: columns.signatureError,
+  health: columns.health,
+  checkedAt: columns.checkedAt,
+  healthError: columns.healthError,
+  drift: columns.drift,
+  originRegistry: columns.originRegistry,
+  originId: columns.originId,
+  owner: columns.owner,
+  createdAt: columns.createdAt,
+  updatedAt: columns.updatedAt,
+} satisfies Partial<typeof columns>;
+/** A record's columns: what `recordBody` renders. */
+export type RecordRow = { [K in keyof typeof LISTED_COLUMNS]: AgentRow[K] };
 
 type AgentFilters = Omit<ListFilters, "limit" | "cursor" | "updatedSince"> & Pick<SearchFilters, "signature">;
 

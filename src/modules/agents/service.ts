@@ -16,7 +16,7 @@ import { analyzeCard, cardHash } from "./card";
 import { duplicateMemberPath } from "./raw-json";
 import { createSignatureVerifier } from "./signatures";
 import type { ListFilters, PatchInput, PublishInput } from "./model";
-import { type AgentInsert, agentsRepo, type NewAgent, UUID_PATTERN } from "./repo";
+import { type AgentInsert, agentsRepo, type NewAgent, type RecordRow, UUID_PATTERN } from "./repo";
 
 const ANALYZE_EVERY = 1000;
 
@@ -77,7 +77,7 @@ export function canSee(agent: SerializedAgent, caller: Caller): boolean {
 const sha256Hex = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
 
 /** The record's JSON text, with the card embedded as its published text (key order and spelling kept). */
-export function recordBody(row: Omit<AgentRow, "searchDoc">, registryId: string): string {
+export function recordBody(row: RecordRow, registryId: string): string {
   const federated = row.originRegistry !== null;
   const head = JSON.stringify({
     id: row.id,
