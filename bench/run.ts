@@ -12,18 +12,11 @@
  * BENCH_SEED_CONCURRENCY (32), BENCH_WEB_CONCURRENCY (1), BENCH_CPU_PROF (unset; 1 profiles process A),
  * BENCH_OUTPUT (BENCHMARKS.md). Everything listens on and talks to 127.0.0.1 only.
  */
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { maskUrl, prepareBackend } from "./support/backend";
+import { cardTemplates, publishBody } from "./support/cards";
 import { machineInfo } from "./support/machine";
 import {
   cleanupAll,
@@ -103,48 +96,6 @@ async function pool(count: number, concurrency: number, task: (i: number) => Pro
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
 }
-
-// ---------------------------------------------------------------------------------------------- cards
-
-const FALLBACK_CARD = {
-  protocolVersion: "0.3.0",
-  name: "Bench Echo",
-  description: "Echoes its input back.",
-  url: "https://echo.example.net/a2a",
-  version: "1.0.0",
-  capabilities: {},
-  defaultInputModes: ["text/plain"],
-  defaultOutputModes: ["text/plain"],
-  skills: [{ id: "echo", name: "Echo", description: "Returns the input.", tags: ["bench"] }],
-};
-
-/**
- * Card templates with "__N__" where a unique label goes: every url on the card's primary origin moves to
- * `https://__N__.bench.example.com`, and the name gets the label, since live agents need distinct urls.
- * Uses the shared valid fixtures when the checkout has them (so seeded data mixes card generations).
- */
-function cardTemplates(): Array<{ name: string; text: string }> {
-  const dir = resolve(REPO, "../shared/fixtures/agent-cards/valid");
-  const sources: Array<{ name: string; card: Record<string, unknown> }> = existsSync(dir)
-    ? readdirSync(dir)
-        .filter((f) => f.endsWith(".json"))
-        .sort()
-        .map((f) => ({ name: f, card: JSON.parse(readFileSync(join(dir, f), "utf8")) }))
-    : [];
-  if (sources.length === 0) sources.push({ name: "built-in minimal card", card: FALLBACK_CARD });
-  return sources.map(({ name, card }) => {
-    const interfaces = (card.supportedInterfaces ?? card.additionalInterfaces) as
-      | Array<{ url?: string }>
-      | undefined;
-    const primary = typeof card.url === "string" ? card.url : interfaces?.[0]?.url;
-    if (!primary) throw new Error(`fixture ${name} has no url to make unique`);
-    const copy = { ...card, name: `${String(card.name)} __N__` };
-    const text = JSON.stringify(copy).split(new URL(primary).origin).join("https://__N__.bench.example.com");
-    return { name, text };
-  });
-}
-
-const publishBody = (template: string, label: string) => `{"card":${template.split("__N__").join(label)}}`;
 
 // ------------------------------------------------------------------------------------------ registry
 
