@@ -356,8 +356,8 @@ export function createAgentsService(deps: AgentsDeps) {
       wrote("created");
       return serializeAgent(rows.get(job.values.id)!, config.registryId, []);
     });
-    // Side by side: ioredis sends the whole batch's cache writes in one pipeline.
-    await Promise.all(agents.map((agent) => cache.write(agent.id, agent)));
+    // New ids: one Redis command for the batch, and no invalidation to publish (see writeNew).
+    await cache.writeNew(agents, (agent) => agent.id);
     await searchIndex.changed(agents.map((agent) => agent.id));
     for (const [i, job] of jobs.entries()) job.resolve(agents[i]!);
   }
