@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { maskUrl, prepareBackend } from "./support/backend";
 import { cardTemplates, publishBody } from "./support/cards";
+import { type CpuSample, cpuMeter } from "./support/cpu";
 import { machineInfo } from "./support/machine";
 import {
   cleanupAll,
@@ -451,6 +452,7 @@ async function main() {
 
   // Process C, cache on: (d) to (h).
   let publish: WrkResult;
+  let publishCpu: CpuSample;
   let notModified: WrkResult;
   {
     const { registry } = await startRegistry(
@@ -551,17 +553,25 @@ async function main() {
       201,
       "publish probe",
     );
-    publish = await measure(
-      "g",
-      "publish",
-      "POST /v1/agents",
-      {
-        url: registry.base,
-        script: "publish.lua",
-        args: { template: templatePath, token, tag },
-      },
-      registry.base,
+    // Warmed up like every read scenario (the publish path's JIT), then measured with its CPU cost.
+    await warmUp(registry.base, "publish.lua", { template: templatePath, token, tag: `${tag}-warm` });
+    const meter = cpuMeter(registry.pid, backend.env.DATABASE_URL);
+    const measured = await meter.measure(() =>
+      measure(
+        "g",
+        "publish",
+        "POST /v1/agents",
+        {
+          url: registry.base,
+          script: "publish.lua",
+          args: { template: templatePath, token, tag },
+        },
+        registry.base,
+      ),
     );
+    await meter.close();
+    publish = measured.value;
+    publishCpu = measured.cpu;
     await probe(`${registry.base}/health`, {}, 200, "health probe");
     await measure(
       "h",
@@ -583,7 +593,7 @@ async function main() {
   const created = publish.requests - publish.statusErrors;
   const publishRate = created / publish.durationS;
   extras.push(
-    `Publish (g): **${fmtRps(publishRate)} agents/s** (${created.toLocaleString("en-US")} created in ${publish.durationS.toFixed(1)} s, ${publish.statusErrors} non-2xx, ${publish.socketErrors} socket errors; card ${publishTemplate.name} with a unique url per request).`,
+    `Publish (g): **${fmtRps(publishRate)} agents/s** (${created.toLocaleString("en-US")} created in ${publish.durationS.toFixed(1)} s, ${publish.statusErrors} non-2xx, ${publish.socketErrors} socket errors; card ${publishTemplate.name} with a unique url per request). CPU per publish (utime + stime from /proc, during the run): registry ${(publishCpu.registryMs / created).toFixed(3)} ms${publishCpu.postgresMs === undefined ? "" : `, Postgres backends ${(publishCpu.postgresMs / created).toFixed(3)} ms`}.`,
   );
   if (backend.env.DATABASE_URL) {
     const reference = await postgresCommitCeiling(backend.env.DATABASE_URL);
