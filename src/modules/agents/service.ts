@@ -29,6 +29,8 @@ export type AgentsDeps = {
   logger: Logger;
   /** Overridable in tests (DNS stubs); production uses the real resolver. */
   fetchOptions?: Partial<SafeFetchOptions>;
+  /** Writes before the first background ANALYZE (and the least between two); small in tests. */
+  analyzeEvery?: number;
   /** Keeps an external search index in step: queue inside the transaction, index after commit. */
   searchIndex?: SearchIndexHook;
   /** Webhook events: queued inside the transaction (at-least-once), sent right after commit. */
@@ -193,13 +195,14 @@ export function createAgentsService(deps: AgentsDeps) {
    * Keeps planner statistics fresh. A burst of publishes leaves Postgres estimating a handful of rows
    * until autovacuum analyzes the table, and it then sorts the whole table for every list page;
    * embedded PGlite has no autovacuum at all. So the table is analyzed in the background once this
-   * process has written ANALYZE_EVERY rows, and after that each time its writes reach half the rows the
+   * process has written ANALYZE_EVERY rows (deps.analyzeEvery), and after that each time its writes reach half the rows the
    * last analysis counted: estimates stay within a factor that does not change plans, and the cost
    * stays a small share of the writes (an ANALYZE reads up to 30,000 rows; one every 1,000 publishes of
    * a 20,000-row table cost Postgres about as much as the publishes themselves).
    */
   let writesSinceAnalyze = 0;
-  let analyzeAfter = ANALYZE_EVERY;
+  const analyzeEvery = deps.analyzeEvery ?? ANALYZE_EVERY;
+  let analyzeAfter = analyzeEvery;
   let analyzing = false;
   function wrote(operation: "created" | "updated" | "status_changed" | "deleted") {
     metrics.agentWrites.inc({ operation });
@@ -211,7 +214,7 @@ export function createAgentsService(deps: AgentsDeps) {
       const [counted] = await database.rows<{ n: number }>(
         sql`select reltuples::float8 as n from pg_class where oid = 'agents'::regclass`,
       );
-      analyzeAfter = Math.max(ANALYZE_EVERY, Math.floor(Number(counted?.n ?? 0) / 2));
+      analyzeAfter = Math.max(analyzeEvery, Math.floor(Number(counted?.n ?? 0) / 2));
     })()
       .catch((error) => logger.warn({ err: error }, "analyze agents failed"))
       .finally(() => {
