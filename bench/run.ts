@@ -12,18 +12,12 @@
  * BENCH_SEED_CONCURRENCY (32), BENCH_WEB_CONCURRENCY (1), BENCH_CPU_PROF (unset; 1 profiles process A),
  * BENCH_OUTPUT (BENCHMARKS.md). Everything listens on and talks to 127.0.0.1 only.
  */
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { maskUrl, prepareBackend } from "./support/backend";
+import { cardTemplates, publishBody } from "./support/cards";
+import { type CpuSample, cpuMeter } from "./support/cpu";
 import { machineInfo } from "./support/machine";
 import {
   cleanupAll,
@@ -103,48 +97,6 @@ async function pool(count: number, concurrency: number, task: (i: number) => Pro
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
 }
-
-// ---------------------------------------------------------------------------------------------- cards
-
-const FALLBACK_CARD = {
-  protocolVersion: "0.3.0",
-  name: "Bench Echo",
-  description: "Echoes its input back.",
-  url: "https://echo.example.net/a2a",
-  version: "1.0.0",
-  capabilities: {},
-  defaultInputModes: ["text/plain"],
-  defaultOutputModes: ["text/plain"],
-  skills: [{ id: "echo", name: "Echo", description: "Returns the input.", tags: ["bench"] }],
-};
-
-/**
- * Card templates with "__N__" where a unique label goes: every url on the card's primary origin moves to
- * `https://__N__.bench.example.com`, and the name gets the label, since live agents need distinct urls.
- * Uses the shared valid fixtures when the checkout has them (so seeded data mixes card generations).
- */
-function cardTemplates(): Array<{ name: string; text: string }> {
-  const dir = resolve(REPO, "../shared/fixtures/agent-cards/valid");
-  const sources: Array<{ name: string; card: Record<string, unknown> }> = existsSync(dir)
-    ? readdirSync(dir)
-        .filter((f) => f.endsWith(".json"))
-        .sort()
-        .map((f) => ({ name: f, card: JSON.parse(readFileSync(join(dir, f), "utf8")) }))
-    : [];
-  if (sources.length === 0) sources.push({ name: "built-in minimal card", card: FALLBACK_CARD });
-  return sources.map(({ name, card }) => {
-    const interfaces = (card.supportedInterfaces ?? card.additionalInterfaces) as
-      | Array<{ url?: string }>
-      | undefined;
-    const primary = typeof card.url === "string" ? card.url : interfaces?.[0]?.url;
-    if (!primary) throw new Error(`fixture ${name} has no url to make unique`);
-    const copy = { ...card, name: `${String(card.name)} __N__` };
-    const text = JSON.stringify(copy).split(new URL(primary).origin).join("https://__N__.bench.example.com");
-    return { name, text };
-  });
-}
-
-const publishBody = (template: string, label: string) => `{"card":${template.split("__N__").join(label)}}`;
 
 // ------------------------------------------------------------------------------------------ registry
 
@@ -566,6 +518,7 @@ async function main() {
 
   // Process C, cache on: (d), (e), (g), (h).
   let publish: WrkResult;
+  let publishCpu: CpuSample;
   {
     const { registry } = await startRegistry(
       "registry C (cache on)",
@@ -621,17 +574,25 @@ async function main() {
       201,
       "publish probe",
     );
-    publish = await measure(
-      "g",
-      "publish",
-      "POST /v1/agents",
-      {
-        url: registry.base,
-        script: "publish.lua",
-        args: { template: templatePath, token, tag },
-      },
-      registry.base,
+    // Warmed up like every read scenario (the publish path's JIT), then measured with its CPU cost.
+    await warmUp(registry.base, "publish.lua", { template: templatePath, token, tag: `${tag}-warm` });
+    const meter = cpuMeter(registry.pid, backend.env.DATABASE_URL);
+    const measured = await meter.measure(() =>
+      measure(
+        "g",
+        "publish",
+        "POST /v1/agents",
+        {
+          url: registry.base,
+          script: "publish.lua",
+          args: { template: templatePath, token, tag },
+        },
+        registry.base,
+      ),
     );
+    await meter.close();
+    publish = measured.value;
+    publishCpu = measured.cpu;
     await probe(`${registry.base}/health`, {}, 200, "health probe");
     await measure(
       "h",
@@ -653,7 +614,7 @@ async function main() {
   const created = publish.requests - publish.statusErrors;
   const publishRate = created / publish.durationS;
   extras.push(
-    `Publish (g): **${fmtRps(publishRate)} agents/s** (${created.toLocaleString("en-US")} created in ${publish.durationS.toFixed(1)} s, ${publish.statusErrors} non-2xx, ${publish.socketErrors} socket errors; card ${publishTemplate.name} with a unique url per request).`,
+    `Publish (g): **${fmtRps(publishRate)} agents/s** (${created.toLocaleString("en-US")} created in ${publish.durationS.toFixed(1)} s, ${publish.statusErrors} non-2xx, ${publish.socketErrors} socket errors; card ${publishTemplate.name} with a unique url per request). CPU per publish (utime + stime from /proc, during the run): registry ${(publishCpu.registryMs / created).toFixed(3)} ms${publishCpu.postgresMs === undefined ? "" : `, Postgres backends ${(publishCpu.postgresMs / created).toFixed(3)} ms`}.`,
   );
   if (backend.env.DATABASE_URL) {
     const reference = await postgresCommitCeiling(backend.env.DATABASE_URL);

@@ -39,9 +39,8 @@ import { maskUrl } from "./support/backend";
 import { machineInfo } from "./support/machine";
 import { cleanupAll, freePort, logTail, onCleanup, sleep } from "./support/process";
 import {
-  benchRegistryEnv,
+  freshRegistryEnv,
   clientToken,
-  inheritedEnv,
   intSetting,
   type Registry,
   shownEnv,
@@ -153,17 +152,11 @@ async function main() {
   })();
 
   const adminId = "soak-admin";
-  const adminSecret = Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString("base64url");
-  const env = {
-    ...inheritedEnv(),
-    ...benchRegistryEnv({
-      port: freePort(),
-      secretKey: Buffer.from(crypto.getRandomValues(new Uint8Array(36))).toString("base64url"),
-      adminId,
-      adminSecret,
-      backendEnv: { DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, MAX_AGENTS_PER_CLIENT: "10000000" },
-    }),
-  };
+  const { env, adminSecret } = freshRegistryEnv(adminId, {
+    DATABASE_URL: databaseUrl,
+    REDIS_URL: redisUrl,
+    MAX_AGENTS_PER_CLIENT: "10000000",
+  });
   const registry: Registry = await startRegistry("soak registry", REPO, env, tmp);
   const admin = await clientToken(registry.base, adminId, adminSecret);
   const publisher = await publisherToken(registry.base, admin, "soak publisher");

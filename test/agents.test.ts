@@ -2,8 +2,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
+import { createLogger } from "../src/infra/logger";
+import { createMetrics } from "../src/infra/metrics";
+import { createAgentsService } from "../src/modules/agents/service";
 import { createTestApp, json, type TestApp } from "./support/app";
 import { BACKENDS } from "./support/db";
+import { eventually } from "./support/redis";
 
 const FIXTURES = join(import.meta.dir, "../../shared/fixtures/agent-cards");
 const fixtureText = (dir: string, name: string) => readFileSync(join(FIXTURES, dir, name), "utf8");
@@ -795,6 +799,63 @@ for (const backend of BACKENDS) {
           expect((await json(res)).code).toBe("VALIDATION_FAILED");
         }
       });
+    });
+  });
+}
+
+for (const backend of BACKENDS) {
+  describe(`planner statistics [${backend}]`, () => {
+    test("ANALYZE after analyzeEvery writes, then when the writes reach half the rows last counted", async () => {
+      const t = await createTestApp(backend);
+      try {
+        const agents = createAgentsService({
+          config: t.config,
+          database: t.db.database,
+          cache: t.app.services.agentCache,
+          audit: t.app.services.audit,
+          metrics: createMetrics({ collectProcessMetrics: false }),
+          logger: createLogger("silent"),
+          analyzeEvery: 4,
+        });
+        const ctx = {
+          caller: { kind: "client" as const, clientId: "stats", scopes: [], admin: true, tokenId: "" },
+          requestId: "stats",
+          ip: null,
+        };
+        const publish = async (count: number) => {
+          for (let i = 0; i < count; i++) await agents.publish(ctx, { card: cardWith() }, undefined);
+        };
+        const counted = async () =>
+          Number(
+            (
+              await t.db.database.rows<{ n: number }>(
+                sql`select reltuples::float8 as n from pg_class where oid = 'agents'::regclass`,
+              )
+            )[0]!.n,
+          );
+        const countedBecomes = async (rows: number) => {
+          expect(await eventually(async () => (await counted()) === rows)).toBe(true);
+          // The service reads the count right after its ANALYZE: let it set the next threshold.
+          await Bun.sleep(100);
+        };
+        const before = await counted();
+        await publish(3);
+        await Bun.sleep(200);
+        expect(await counted()).toBe(before);
+        await publish(1);
+        await countedBecomes(4);
+        await publish(4); // the next after max(4, 4 / 2) writes
+        await countedBecomes(8);
+        await publish(4); // max(4, 8 / 2)
+        await countedBecomes(12);
+        await publish(5); // max(4, 12 / 2) = 6: not yet
+        await Bun.sleep(200);
+        expect(await counted()).toBe(12);
+        await publish(1);
+        await countedBecomes(18);
+      } finally {
+        await t.close();
+      }
     });
   });
 }

@@ -86,6 +86,30 @@ for (const backend of BACKENDS) {
       }
     });
 
+    test("a burst of publishes on A: B reads each from Redis at once, with the ETag A answered", async () => {
+      const responses = await Promise.all(
+        Array.from({ length: 10 }, () =>
+          a.request("/v1/agents", { method: "POST", json: { card: cardWith() }, token: writer.token }),
+        ),
+      );
+      expect(responses.map((r) => r.status)).toEqual(Array(10).fill(201));
+      const metricsBefore = await (await b.request("/metrics")).text();
+      const redisHits = (text: string) =>
+        Number(
+          /a2a_registry_cache_requests_total\{[^}]*layer="redis",result="hit"[^}]*\} (\d+)/.exec(text)?.[1] ??
+            0,
+        );
+      for (const response of responses) {
+        const { id } = await json<{ id: string }>(response.clone());
+        const read = await b.request(`/v1/agents/${id}`);
+        expect(read.status).toBe(200);
+        expect(read.headers.get("etag")).toBe(response.headers.get("etag"));
+        expect(await read.text()).toBe(await response.text());
+      }
+      const metricsAfter = await (await b.request("/metrics")).text();
+      expect(redisHits(metricsAfter) - redisHits(metricsBefore)).toBe(10);
+    });
+
     test("delete on A gives 404 on B at once, also for the card", async () => {
       const { id } = await publish();
       expect((await b.request(`/v1/agents/${id}`)).status).toBe(200);
@@ -281,6 +305,45 @@ describe("versioned cache", () => {
     // With a shared layer a forgotten id could be refilled from an older Redis copy: refused.
     expect(build(`s${Date.now()}`).shared).toBe(true);
     await expect(build(`s${Date.now()}`).forget(["a"])).rejects.toThrow(/shared layer/);
+  });
+
+  test("writeNew: new records to Redis in one call and to L1, without invalidations; never over a newer seq", async () => {
+    const name = `n${Date.now()}`;
+    const bus = createInvalidationBus({ logger: createLogger("silent") });
+    const heard: string[] = [];
+    bus.onInvalidation((message) => heard.push(message.id));
+    const cache = build(name, bus, { redis: client, l1MaxEntries: 10 });
+    // Another instance already stored a newer copy of "b" (it cannot happen for a new id; the script
+    // still refuses to go back).
+    await client.set(`a2a:${name}:b`, '7|{"seq":7,"v":"newer b"}');
+    const calls: string[] = [];
+    const monitor = await client.duplicate().monitor();
+    monitor.on("monitor", (_time: string, args: string[]) => {
+      if (args[0]?.toLowerCase().startsWith("eval")) calls.push(args[0]);
+    });
+    await cache.writeNew(
+      [
+        { seq: 5, v: "a" },
+        { seq: 6, v: "b" },
+      ],
+      (value) => value.v,
+    );
+    await Bun.sleep(50);
+    monitor.disconnect();
+    expect(calls.length).toBe(1);
+    expect(heard).toEqual([]);
+    expect(await client.get(`a2a:${name}:a`)).toBe('5|{"seq":5,"v":"a"}');
+    expect(await client.get(`a2a:${name}:b`)).toBe('7|{"seq":7,"v":"newer b"}');
+    expect(cache.peek("a")?.seq).toBe(5);
+    // A reader on another instance finds it in Redis, without loading.
+    const other = build(name, bus);
+    expect(await other.get("a", async () => ({ seq: 1, v: "loaded" }))).toEqual({ seq: 5, v: "a" });
+  });
+
+  test("writeNew without Redis keeps the records in L1 only", async () => {
+    const local = build(`m${Date.now()}`, undefined, { l1MaxEntries: 10 });
+    await local.writeNew([{ seq: 1, v: "x" }], (value) => value.v);
+    expect(local.peek("x")?.seq).toBe(1);
   });
 
   test("L1 is bounded", async () => {

@@ -220,6 +220,44 @@ for (const backend of BACKENDS) {
         await t.request(`/v1/webhooks/${ownerHook.id}`, { method: "DELETE", token: owner.token });
       });
 
+      test("a burst of publishes by two owners (batched): one delivery per agent per subscribed webhook", async () => {
+        const adminHook = await subscribe(["agent.published"], admin.token);
+        const ownerHook = await subscribe(["agent.published"], owner.token);
+        const otherHook = await subscribe(["agent.updated"], other.token);
+        const published = await Promise.all(
+          Array.from({ length: 12 }, (_, i) =>
+            publish(`Burst Hook Agent ${i}`, i % 3 === 0 ? other.token : owner.token),
+          ),
+        );
+        const ownersAgents = published.filter((_, i) => i % 3 !== 0).map((a) => a.id);
+        const payloads = async (hookId: string, token: string) => {
+          const ids = (await deliveries(hookId, token)).map((d) => d.id);
+          const rows = await t.db.database.rows<{ payload: string }>(
+            sql`select payload from webhook_deliveries where id = any(${`{${ids.join(",")}}`}::bigint[]) order by id`,
+          );
+          return rows.map(
+            (row) => JSON.parse(row.payload) as { event: string; agent: { id: string; seq: number } },
+          );
+        };
+        const toAdmin = await payloads(adminHook.id, admin.token);
+        expect(toAdmin.map((p) => p.agent.id).sort()).toEqual(published.map((a) => a.id).sort());
+        expect(new Set(toAdmin.map((p) => p.agent.seq)).size).toBe(12);
+        expect(toAdmin.every((p) => p.event === "agent.published")).toBe(true);
+        const toOwner = await payloads(ownerHook.id, owner.token);
+        expect(toOwner.map((p) => p.agent.id).sort()).toEqual(ownersAgents.sort());
+        expect((await deliveries(otherHook.id, other.token)).length).toBe(0);
+        // Each payload states the seq the agent row has.
+        const seqs = await t.db.database.rows<{ id: string; seq: number }>(
+          sql`select id::text as id, seq::float8 as seq from agents where id = any(${`{${published.map((a) => a.id).join(",")}}`}::uuid[])`,
+        );
+        const seqOf = new Map(seqs.map((row) => [row.id, Number(row.seq)]));
+        for (const p of toAdmin) expect(p.agent.seq).toBe(seqOf.get(p.agent.id)!);
+        await drainAll();
+        await t.request(`/v1/webhooks/${adminHook.id}`, { method: "DELETE", token: admin.token });
+        await t.request(`/v1/webhooks/${ownerHook.id}`, { method: "DELETE", token: owner.token });
+        await t.request(`/v1/webhooks/${otherHook.id}`, { method: "DELETE", token: other.token });
+      });
+
       test("list and get show webhooks without their secret", async () => {
         const hook = await subscribe(["agent.updated"]);
         const list = await json<{ items: Created[] }>(

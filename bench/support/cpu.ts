@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { SQL } from "bun";
-import { capture, sleep } from "./process";
+import { capture, processTree, sleep } from "./process";
 
 /**
  * CPU time spent by the registry process and by the Postgres backends of the bench database while a
@@ -19,6 +19,11 @@ function ticksOf(pid: number): number | undefined {
   } catch {
     return undefined; // gone (a parallel worker that finished, a closed connection)
   }
+}
+
+/** The process and its descendants (a registry with WEB_CONCURRENCY > 1 is a supervisor and its workers). */
+function treeTicks(pid: number): number {
+  return processTree(pid).reduce((sum, member) => sum + (ticksOf(member) ?? 0), 0);
 }
 
 export type CpuSample = { registryMs: number; postgresMs: number | undefined };
@@ -50,7 +55,7 @@ export function cpuMeter(registryPid: number, databaseUrl: string | undefined) {
         }
       };
       await observe(true);
-      const registryStart = ticksOf(registryPid) ?? 0;
+      const registryStart = treeTicks(registryPid);
       let running = true;
       const poller = (async () => {
         while (running) {
@@ -65,7 +70,7 @@ export function cpuMeter(registryPid: number, databaseUrl: string | undefined) {
         running = false;
         await poller;
       }
-      const registryMs = ((ticksOf(registryPid) ?? registryStart) - registryStart) * TICK_MS;
+      const registryMs = (treeTicks(registryPid) - registryStart) * TICK_MS;
       await observe(false);
       const postgresTicks = [...last].reduce((sum, [pid, ticks]) => sum + (ticks - (first.get(pid) ?? 0)), 0);
       return { value, cpu: { registryMs, postgresMs: sql ? postgresTicks * TICK_MS : undefined } };

@@ -48,7 +48,7 @@ function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
 }
 
 /** The pid and all its descendants, so a registry that forks workers (WEB_CONCURRENCY) is measured whole. */
-function processTree(pid: number): number[] {
+export function processTree(pid: number): number[] {
   const all = [pid];
   for (let i = 0; i < all.length; i++) {
     const taskDir = `/proc/${all[i]}/task`;

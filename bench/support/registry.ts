@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { maskUrl } from "./backend";
-import { logTail, type Managed, sleep, startManaged } from "./process";
+import { freePort, logTail, type Managed, sleep, startManaged } from "./process";
 
 /**
  * Booting a registry process for a bench (bench/search.ts; bench/run.ts keeps its own copy of the same
@@ -48,6 +48,19 @@ export function benchRegistryEnv(options: {
   };
 }
 
+const randomSecret = (bytes: number) =>
+  Buffer.from(crypto.getRandomValues(new Uint8Array(bytes))).toString("base64url");
+
+/** benchRegistryEnv() on the shell's inherited variables, with a free port and fresh secrets. */
+export function freshRegistryEnv(adminId: string, backendEnv: Record<string, string>) {
+  const adminSecret = randomSecret(24);
+  const env = {
+    ...inheritedEnv(),
+    ...benchRegistryEnv({ port: freePort(), secretKey: randomSecret(36), adminId, adminSecret, backendEnv }),
+  };
+  return { env, adminSecret };
+}
+
 /** The environment as the report shows it: secrets replaced, URLs masked. */
 export function shownEnv(env: Record<string, string>): Record<string, string> {
   return Object.fromEntries(
@@ -90,17 +103,18 @@ export async function waitReady(managed: Managed, url: string, timeoutMs = 120_0
 
 export type Registry = Managed & { port: number; base: string };
 
-/** `bun src/index.ts` in the repo with exactly `env`, its output in a log in `tmp`, ready when it returns. */
+/** `bun [bunFlags] src/index.ts` in the repo with exactly `env`, its output in a log in `tmp`, ready when it returns. */
 export async function startRegistry(
   name: string,
   repo: string,
   env: Record<string, string>,
   tmp: string,
+  bunFlags: string[] = [],
 ): Promise<Registry> {
   const port = Number(env.PORT);
   const managed = startManaged({
     name,
-    cmd: [process.execPath, "src/index.ts"],
+    cmd: [process.execPath, ...bunFlags, "src/index.ts"],
     cwd: repo,
     env,
     logPath: join(tmp, `${name.replace(/\W+/g, "-")}.log`),

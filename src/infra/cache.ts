@@ -50,8 +50,20 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
 return 1`;
 
+// SET_IF_NEWER for many keys in one call: ARGV is the TTL, then a seq and a value per key.
+const SET_MANY_IF_NEWER = `
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local seq = tonumber(ARGV[2 * i])
+  local current = redis.call('GET', key)
+  local currentSeq = current and tonumber(string.match(current, '^(%d+)|'))
+  if not (currentSeq and currentSeq >= seq) then redis.call('SET', key, ARGV[2 * i + 1], 'EX', ttl) end
+end
+return #KEYS`;
+
 type RedisWithScript = Redis & {
   cacheSetIfNewer(key: string, seq: string, value: string, ttl: number): Promise<number>;
+  cacheSetManyIfNewer(keyCount: number, ...keysThenArgs: Array<string | number>): Promise<number>;
 };
 
 export function createVersionedCache<T extends { seq: number }>(options: CacheOptions<T>) {
@@ -59,6 +71,8 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
   const redis = options.redis as RedisWithScript | undefined;
   if (redis && typeof redis.cacheSetIfNewer !== "function")
     redis.defineCommand("cacheSetIfNewer", { numberOfKeys: 1, lua: SET_IF_NEWER });
+  if (redis && typeof redis.cacheSetManyIfNewer !== "function")
+    redis.defineCommand("cacheSetManyIfNewer", { lua: SET_MANY_IF_NEWER });
 
   const l1 = new Map<string, L1Entry<T>>();
   const prefix = `a2a:${options.name}:`;
@@ -246,6 +260,28 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
         }
       }
       await bus.publish({ kind: options.name, id });
+    },
+
+    /**
+     * After committed inserts of records under new ids (a publish batch): their bytes to Redis in one
+     * command, and into L1. No invalidation and no generation bump: no instance can hold a copy of an id
+     * that did not exist before this commit (a miss is never remembered), and whatever another instance
+     * loads from now on is this same committed row. A failed Redis write needs no repair for the same
+     * reason: other instances miss there and read Postgres.
+     */
+    async writeNew(values: T[], idOf: (value: T) => string): Promise<void> {
+      if (values.length === 0) return;
+      if (redis) {
+        const keys = values.map((value) => prefix + idOf(value));
+        const args = values.flatMap((value) => [String(value.seq), `${value.seq}|${options.encode(value)}`]);
+        try {
+          await redis.cacheSetManyIfNewer(keys.length, ...keys, redisTtlSeconds, ...args);
+        } catch (error) {
+          count("redis", "error");
+          logger.debug({ err: (error as Error).message, count: keys.length }, "cache write to redis failed");
+        }
+      }
+      for (const value of values) remember(idOf(value), value);
     },
 
     /** Whether a shared layer (Redis) holds records, so writes should go through to it. */

@@ -55,6 +55,7 @@ async function extractRows<T>(result: Promise<unknown>): Promise<T[]> {
  * or transaction), skipping drizzle's query builder. For hot paths only: drizzle builds a statement's
  * text again on every call, which for a wide insert cost more CPU than Postgres spent running it.
  * Parameters are sent as text, so the statement casts them; both drivers prepare it once per connection.
+ * The text must be fixed (a constant): each distinct text stays prepared on every connection.
  */
 export async function runStatement<T extends Record<string, unknown>>(
   database: Pick<Database, "db" | "kind">,
@@ -64,7 +65,9 @@ export async function runStatement<T extends Record<string, unknown>>(
 ): Promise<T[]> {
   const driver = (executor as unknown as { session: { client: unknown } }).session.client;
   if (database.kind === "postgres")
-    return (await (driver as postgres.Sql).unsafe(text, params)) as unknown as T[];
+    // Named and prepared per connection: postgres.js's unsafe() defaults to an unnamed statement, which
+    // it first describes and waits for, so every call cost two round trips and a Parse in Postgres.
+    return (await (driver as postgres.Sql).unsafe(text, params, { prepare: true })) as unknown as T[];
   return (
     await (driver as { query(text: string, params: string[]): Promise<{ rows: T[] }> }).query(text, params)
   ).rows;

@@ -29,6 +29,8 @@ export type AgentsDeps = {
   logger: Logger;
   /** Overridable in tests (DNS stubs); production uses the real resolver. */
   fetchOptions?: Partial<SafeFetchOptions>;
+  /** Writes before the first background ANALYZE (and the least between two); small in tests. */
+  analyzeEvery?: number;
   /** Keeps an external search index in step: queue inside the transaction, index after commit. */
   searchIndex?: SearchIndexHook;
   /** Webhook events: queued inside the transaction (at-least-once), sent right after commit. */
@@ -36,7 +38,8 @@ export type AgentsDeps = {
 };
 
 export type AgentEventsHook = {
-  emit(event: WebhookEvent, agent: AgentRow, executor: Executor): Promise<void>;
+  /** Queues the event of each agent in the writing transaction; returns how many deliveries it queued. */
+  emit(event: WebhookEvent, agents: AgentRow[], executor: Executor): Promise<number>;
   kick(): void;
 };
 
@@ -46,7 +49,7 @@ export type SearchIndexHook = {
 };
 
 const noSearchIndex: SearchIndexHook = { enqueue: async () => {}, changed: async () => {} };
-const noEvents: AgentEventsHook = { emit: async () => {}, kick: () => {} };
+const noEvents: AgentEventsHook = { emit: async () => 0, kick: () => {} };
 
 /** Facts about the request that writes record in the audit log. */
 export type WriteContext = { caller: Caller; requestId: string; ip: string | null };
@@ -191,18 +194,28 @@ export function createAgentsService(deps: AgentsDeps) {
   /**
    * Keeps planner statistics fresh. A burst of publishes leaves Postgres estimating a handful of rows
    * until autovacuum analyzes the table, and it then sorts the whole table for every list page;
-   * embedded PGlite has no autovacuum at all. So every ANALYZE_EVERY writes the table is analyzed once,
-   * in the background.
+   * embedded PGlite has no autovacuum at all. So the table is analyzed in the background once this
+   * process has written ANALYZE_EVERY rows (deps.analyzeEvery), and after that each time its writes reach half the rows the
+   * last analysis counted: estimates stay within a factor that does not change plans, and the cost
+   * stays a small share of the writes (an ANALYZE reads up to 30,000 rows; one every 1,000 publishes of
+   * a 20,000-row table cost Postgres about as much as the publishes themselves).
    */
   let writesSinceAnalyze = 0;
+  const analyzeEvery = deps.analyzeEvery ?? ANALYZE_EVERY;
+  let analyzeAfter = analyzeEvery;
   let analyzing = false;
   function wrote(operation: "created" | "updated" | "status_changed" | "deleted") {
     metrics.agentWrites.inc({ operation });
-    if (++writesSinceAnalyze < ANALYZE_EVERY || analyzing) return;
+    if (++writesSinceAnalyze < analyzeAfter || analyzing) return;
     writesSinceAnalyze = 0;
     analyzing = true;
-    database
-      .rows(sql`analyze agents`)
+    (async () => {
+      await database.rows(sql`analyze agents`);
+      const [counted] = await database.rows<{ n: number }>(
+        sql`select reltuples::float8 as n from pg_class where oid = 'agents'::regclass`,
+      );
+      analyzeAfter = Math.max(analyzeEvery, Math.floor(Number(counted?.n ?? 0) / 2));
+    })()
       .catch((error) => logger.warn({ err: error }, "analyze agents failed"))
       .finally(() => {
         analyzing = false;
@@ -323,35 +336,39 @@ export function createAgentsService(deps: AgentsDeps) {
   const agentExists = (url: string) =>
     new ApiError("AGENT_EXISTS", `A live agent with url ${url} already exists`);
 
+  /** What a publishing transaction wrote: the inserted rows by id, and how many webhook deliveries. */
+  type Inserted = { rows: Map<string, AgentRow>; deliveries: number };
+
   /**
    * Inside the publishing transaction: the agents with their versions and audit rows in one statement,
-   * then their search-outbox entries and webhook events sent together (one round trip).
+   * then their search-outbox entries and webhook events (one statement for the batch) side by side.
    */
-  async function insertPublished(jobs: PendingPublish[], tx: Executor) {
+  async function insertPublished(jobs: PendingPublish[], tx: Executor): Promise<Inserted> {
     const rows = await repo.insertPublished(jobs, tx);
-    const created = jobs.filter((job) => rows.has(job.values.id));
-    if (created.length > 0)
-      await Promise.all([
-        searchIndex.enqueue(
-          created.map((job) => job.values.id),
-          tx,
-        ),
-        ...created.map((job) => events.emit("agent.published", rows.get(job.values.id)!, tx)),
-      ]);
-    return rows;
+    const created = jobs.flatMap((job) => rows.get(job.values.id) ?? []);
+    if (created.length === 0) return { rows, deliveries: 0 };
+    const [, deliveries] = await Promise.all([
+      searchIndex.enqueue(
+        created.map((row) => row.id),
+        tx,
+      ),
+      events.emit("agent.published", created, tx),
+    ]);
+    return { rows, deliveries };
   }
 
   /** After commit: caches and the search index brought up to date, then each publish answered. */
-  async function published(jobs: PendingPublish[], rows: Map<string, AgentRow>) {
+  async function published(jobs: PendingPublish[], { rows, deliveries }: Inserted) {
     if (jobs.length === 0) return;
     audit.counted(jobs.map((job) => job.audit));
-    events.kick();
+    // A pass of the delivery loop is a statement of its own: only when this batch queued something.
+    if (deliveries > 0) events.kick();
     const agents = jobs.map((job) => {
       wrote("created");
       return serializeAgent(rows.get(job.values.id)!, config.registryId, []);
     });
-    // Side by side: ioredis sends the whole batch's cache writes in one pipeline.
-    await Promise.all(agents.map((agent) => cache.write(agent.id, agent)));
+    // New ids: one Redis command for the batch, and no invalidation to publish (see writeNew).
+    await cache.writeNew(agents, (agent) => agent.id);
     await searchIndex.changed(agents.map((agent) => agent.id));
     for (const [i, job] of jobs.entries()) job.resolve(agents[i]!);
   }
@@ -362,9 +379,9 @@ export function createAgentsService(deps: AgentsDeps) {
    */
   async function publishAlone(job: PendingPublish, committed: () => void = () => {}) {
     try {
-      let rows: Map<string, AgentRow>;
+      let inserted: Inserted;
       try {
-        rows = await database.db.transaction(async (tx) => {
+        inserted = await database.db.transaction(async (tx) => {
           if (job.quota) {
             await repo.lockOwner(job.values.owner!, tx);
             const count = await repo.countLiveOwned(job.values.owner!, tx);
@@ -379,8 +396,8 @@ export function createAgentsService(deps: AgentsDeps) {
       } finally {
         committed();
       }
-      if (!rows.has(job.values.id)) throw agentExists(job.values.url);
-      await published([job], rows);
+      if (!inserted.rows.has(job.values.id)) throw agentExists(job.values.url);
+      await published([job], inserted);
     } catch (error) {
       job.reject(isUrlConflict(error) ? agentExists(job.values.url) : error);
     }
@@ -397,7 +414,7 @@ export function createAgentsService(deps: AgentsDeps) {
     if (batch.length === 1) return publishAlone(batch[0]!, committed);
     // One order for every batch, so two batches never wait for each other's urls in opposite orders.
     batch.sort((a, b) => (a.values.url < b.values.url ? -1 : a.values.url > b.values.url ? 1 : 0));
-    let outcome: { rows: Map<string, AgentRow>; admitted: PendingPublish[]; alone: PendingPublish[] };
+    let outcome: { inserted: Inserted; admitted: PendingPublish[]; alone: PendingPublish[] };
     try {
       outcome = await database.db.transaction(async (tx) => {
         const byOwner = new Map<string, PendingPublish[]>();
@@ -412,8 +429,9 @@ export function createAgentsService(deps: AgentsDeps) {
           if (count + jobs.length > config.maxAgentsPerClient) for (const job of jobs) alone.add(job);
         }
         const admitted = batch.filter((job) => !alone.has(job));
-        const rows = admitted.length > 0 ? await insertPublished(admitted, tx) : new Map<string, AgentRow>();
-        return { rows, admitted, alone: [...alone] };
+        const inserted =
+          admitted.length > 0 ? await insertPublished(admitted, tx) : { rows: new Map(), deliveries: 0 };
+        return { inserted, admitted, alone: [...alone] };
       });
     } catch {
       committed();
@@ -422,12 +440,13 @@ export function createAgentsService(deps: AgentsDeps) {
       return;
     }
     committed();
-    const { rows, admitted, alone } = outcome;
+    const { inserted, admitted, alone } = outcome;
+    const { rows } = inserted;
     for (const job of admitted) if (!rows.has(job.values.id)) job.reject(agentExists(job.values.url));
     try {
       await published(
         admitted.filter((job) => rows.has(job.values.id)),
-        rows,
+        inserted,
       );
     } catch (error) {
       for (const job of admitted) job.reject(error);
@@ -556,7 +575,7 @@ export function createAgentsService(deps: AgentsDeps) {
           },
           tx,
         );
-        await events.emit("agent.updated", row, tx);
+        await events.emit("agent.updated", [row], tx);
         return { row, changed: true, entitled: await repo.entitledClients(id, tx) };
       });
       if (!result.changed) return getFresh(id);
@@ -609,7 +628,7 @@ export function createAgentsService(deps: AgentsDeps) {
         },
         tx,
       );
-      await events.emit(statusChanged ? "agent.status_changed" : "agent.updated", updated, tx);
+      await events.emit(statusChanged ? "agent.status_changed" : "agent.updated", [updated], tx);
       wrote("status_changed");
       return { row: updated, entitled: await repo.entitledClients(id, tx) };
     });
@@ -638,7 +657,7 @@ export function createAgentsService(deps: AgentsDeps) {
         },
         tx,
       );
-      await events.emit("agent.deleted", row, tx);
+      await events.emit("agent.deleted", [row], tx);
       return row;
     });
     events.kick();
@@ -662,7 +681,7 @@ export function createAgentsService(deps: AgentsDeps) {
       if (!current) return null;
       const row = await repo.update(id, changes, tx);
       await searchIndex.enqueue([id], tx);
-      if (event) await events.emit(event, row, tx);
+      if (event) await events.emit(event, [row], tx);
       if (audited)
         await audit.record({ ...audited, target: id, outcome: "success", ip: null, requestId: null }, tx);
       return { row, entitled: await repo.entitledClients(id, tx) };

@@ -1,7 +1,22 @@
 import { and, desc, eq, lt, sql } from "drizzle-orm";
-import type { Database, Executor } from "../../infra/db/client";
+import { PgDialect } from "drizzle-orm/pg-core";
+import { type Database, type Executor, runStatement } from "../../infra/db/client";
 import { clients, webhookDeliveries, webhooks } from "../../infra/db/schema";
 import type { WebhookEvent } from "./model";
+
+/** $1 the event, $2 a JSON array of {ord, id, owner, payload}: see enqueue(). */
+const ENQUEUE_DELIVERIES = new PgDialect().sqlToQuery(sql`with queued as (
+    insert into ${webhookDeliveries} (webhook_id, event, agent_id, payload)
+    select w.id, ${sql.raw("$1")}::text, a.id, a.payload
+    from jsonb_to_recordset(${sql.raw("$2")}::text::jsonb) as a(ord int, id uuid, owner text, payload text)
+    join ${webhooks} w on ${sql.raw("$1")}::text = any(w.events) and (
+      w.owner = a.owner
+      or exists (select 1 from ${clients} c where c.client_id = w.owner and not c.disabled
+        and 'admin' = any(c.scopes)))
+    order by a.ord, w.id
+    returning 1
+  )
+  select count(*)::text as n from queued`).sql;
 
 export type WebhookRow = typeof webhooks.$inferSelect;
 export type DeliveryRow = typeof webhookDeliveries.$inferSelect;
@@ -28,26 +43,25 @@ export function webhooksRepo(database: Database) {
     },
 
     /**
-     * Queues one delivery per subscribed webhook, in the caller's transaction: the agent owner's own
-     * webhooks and every admin's (admins see all agents). Returns how many were queued.
+     * Queues one delivery per subscribed webhook and agent, in the caller's transaction: the agent
+     * owner's own webhooks and every admin's (admins see all agents). One prepared statement for any
+     * number of agents (a publish batch), deliveries numbered in the agents' order. Returns how many
+     * were queued.
      */
     async enqueue(
       event: WebhookEvent,
-      agent: { id: string; owner: string | null },
-      payload: string,
+      agents: Array<{ id: string; owner: string | null; payload: string }>,
       executor: Executor,
     ): Promise<number> {
-      const rows = await database.rows<{ id: number }>(
-        sql`insert into ${webhookDeliveries} (webhook_id, event, agent_id, payload)
-          select w.id, ${event}, ${agent.id}::uuid, ${payload} from ${webhooks} w
-          where ${event} = any(w.events) and (
-            w.owner = ${agent.owner}
-            or exists (select 1 from ${clients} c where c.client_id = w.owner and not c.disabled
-              and 'admin' = any(c.scopes)))
-          returning id`,
+      if (agents.length === 0) return 0;
+      const input = agents.map(({ id, owner, payload }, ord) => ({ ord, id, owner, payload }));
+      const rows = await runStatement<{ n: string }>(
+        database,
+        ENQUEUE_DELIVERIES,
+        [event, JSON.stringify(input)],
         executor,
       );
-      return rows.length;
+      return Number(rows[0]?.n ?? 0);
     },
 
     /**

@@ -263,9 +263,20 @@ export function createWebhooksService(deps: WebhooksDeps) {
       };
     },
 
-    /** Inside an agent write's transaction: queue the event for every subscribed webhook. */
-    async emit(event: WebhookEvent, agent: AgentRow, executor: Executor): Promise<void> {
-      await repo.enqueue(event, agent, eventPayload(event, agent, config.registryBaseUrl), executor);
+    /**
+     * Inside an agent write's transaction: queue the event of each agent for every subscribed webhook,
+     * in one statement. Returns how many deliveries were queued (none: nothing for kick() to send).
+     */
+    emit(event: WebhookEvent, agents: AgentRow[], executor: Executor): Promise<number> {
+      return repo.enqueue(
+        event,
+        agents.map((agent) => ({
+          id: agent.id,
+          owner: agent.owner,
+          payload: eventPayload(event, agent, config.registryBaseUrl),
+        })),
+        executor,
+      );
     },
 
     /** Sends what is due now; concurrent callers share one pass. */
