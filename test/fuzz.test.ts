@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { testConfig } from "../src/config";
 import { peers } from "../src/infra/db/schema";
-import { MAX_JSON_DEPTH } from "../src/infra/web";
+import { MAX_JSON_DEPTH, mayHoldUnstorable, unstorableStringPath } from "../src/infra/web";
 import { createTestApp, json, type TestApp, BASE } from "./support/app";
 import { BACKENDS } from "./support/db";
 import { recordFigures } from "./support/figures";
@@ -638,3 +638,26 @@ for (const backend of BACKENDS) {
     });
   });
 }
+
+describe("the NUL / lone surrogate pre-check on JSON text", () => {
+  test("text of any value holding one passes the pre-check, so the walk that names the path still runs", () => {
+    // Strings drawn from every UTF-16 code unit, so NULs and lone surrogates (both halves) are frequent.
+    const units = fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((n) => String.fromCharCode(n)) });
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 4 }), units, units, (value, key, text) => {
+        const holder = { [key]: [value, text] };
+        const json = JSON.stringify(holder);
+        if (unstorableStringPath(JSON.parse(json), "") !== undefined)
+          expect(mayHoldUnstorable(json)).toBe(true);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test("escapes in either case are caught; plain text and well-formed pairs skip the walk", () => {
+    for (const text of ['"\\u0000"', '"\\uD800"', '"\\udfff"', '{"\\uDc00":1}', '["a\\u0000"]'])
+      expect(mayHoldUnstorable(text), text).toBe(true);
+    for (const text of ['"plain"', '"\\u00e9"', '"\\u2603"', '"😀"', '{"a":[1,2,{"b":"c"}]}'])
+      expect(mayHoldUnstorable(text), text).toBe(false);
+  });
+});

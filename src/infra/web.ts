@@ -166,6 +166,14 @@ export function nestsDeeperThan(text: string, max: number): boolean {
  * The path (JSON pointer under `base`) of the first string, key or value, that Postgres cannot store
  * as text: one holding U+0000 (NUL) or a lone surrogate (not Unicode, so not UTF-8). Iterative.
  */
+/**
+ * Whether JSON text can decode to a NUL or a lone surrogate at all. The text was decoded as strict
+ * UTF-8 (no lone surrogates) and JSON forbids raw control characters in strings, so both can only come
+ * from a `\u0000` or `\uD800`-`\uDFFF` escape: text without one needs no walk over the parsed value.
+ * (An escaped backslash before a literal "u0000" matches too; that only costs the walk.)
+ */
+export const mayHoldUnstorable = (jsonText: string) => /\\u(?:0000|[dD][89a-fA-F])/.test(jsonText);
+
 export function unstorableStringPath(value: unknown, base: string): string | undefined {
   const bad = (s: string) => s.includes("\0") || !s.isWellFormed();
   const stack: Array<[unknown, string]> = [[value, base]];
@@ -363,7 +371,7 @@ export function webPipeline(deps: {
           } catch {
             throw new ApiError("VALIDATION_FAILED", "Request body is not valid JSON");
           }
-          const unsafe = unstorableStringPath(value, "/body");
+          const unsafe = mayHoldUnstorable(text) ? unstorableStringPath(value, "/body") : undefined;
           if (unsafe !== undefined) throw unstorable(unsafe);
           return value;
         }
