@@ -73,6 +73,25 @@ export async function runStatement<T extends Record<string, unknown>>(
   ).rows;
 }
 
+/**
+ * drizzle runs every query through postgres.js's `unsafe()` unnamed, which the driver describes first
+ * and waits for: two round trips and a Parse in Postgres on every call. Named, each text is parsed and
+ * described once per connection, then only bound and executed (uncached read on Postgres: Postgres CPU
+ * 0.25 -> 0.17 ms, registry 0.35 -> 0.29 ms per request). Texts are parameterised, so they are few;
+ * the driver forgets a connection's statements when it retires the connection (max_lifetime, 30 to 60
+ * minutes). Queries without parameters still go as simple queries (several statements allowed).
+ */
+function preparedByDefault(client: postgres.Sql) {
+  const unsafe = client.unsafe.bind(client);
+  type Options = Record<string, unknown>;
+  client.unsafe = ((text: string, args: unknown[] | Options = [], options: Options = {}) => {
+    // unsafe(text, options) is also a valid call.
+    if (!Array.isArray(args)) [args, options] = [[], args];
+    // drizzle asks for prepare: false on every query it did not name: that is the cost described above.
+    return unsafe(text, args as never, { ...options, prepare: true });
+  }) as typeof client.unsafe;
+}
+
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   if (options.url) return openPostgres(options.url, options.poolMax);
   return openPglite(options.dataDir);
@@ -89,7 +108,11 @@ async function openPostgres(url: string, poolMax: number): Promise<Database> {
     // are made only for waiting queries, so the cap costs nothing while idle.
     backoff: (retries: number) => Math.min(0.05 * retries, 0.25),
     onnotice: () => {},
+    // Statements are prepared (below), but planned for their parameters each time as before: a generic
+    // plan chosen after five runs could be far off for a search whose best scan depends on the words.
+    connection: { plan_cache_mode: "force_custom_plan" },
   });
+  preparedByDefault(client);
   const db = drizzlePostgres(client, { schema }) as unknown as Db;
   const rows = <T extends Record<string, unknown>>(query: SQL, executor: Executor = db) =>
     extractRows<T>(executor.execute(query));
