@@ -17,7 +17,7 @@ import { createPostgresSearch } from "./infra/search/pg";
 import { createRequestContext, webPipeline } from "./infra/web";
 import { agentRoutes } from "./modules/agents/routes";
 import { createFastRead } from "./modules/agents/fast-read";
-import { createAgentsService, type SerializedAgent } from "./modules/agents/service";
+import { cachedAgentCodec, createAgentsService, type SerializedAgent } from "./modules/agents/service";
 import { authGuard } from "./modules/auth/guard";
 import { federationRoutes } from "./modules/federation/routes";
 import { createFederationService } from "./modules/federation/service";
@@ -116,8 +116,7 @@ export function createApp(deps: Dependencies) {
     // shared Postgres without Redis, another process (the CLI, an import) may write unheard: TTL bounds it.
     l1TtlMs: deps.redis || database.kind !== "pglite" ? config.cache.l1TtlMs : Number.POSITIVE_INFINITY,
     redisTtlSeconds: config.cache.redisTtlSeconds,
-    encode: (agent) => JSON.stringify(agent),
-    decode: (text) => JSON.parse(text) as SerializedAgent,
+    ...cachedAgentCodec,
   });
   const postgresSearch = createPostgresSearch(database);
   const searchBackend = deps.elasticsearch

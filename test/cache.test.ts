@@ -6,6 +6,7 @@ import { createInvalidationBus } from "../src/infra/bus";
 import { createVersionedCache } from "../src/infra/cache";
 import { createLogger } from "../src/infra/logger";
 import { createMetrics } from "../src/infra/metrics";
+import { cachedAgentCodec, type SerializedAgent } from "../src/modules/agents/service";
 import { createTestApp, json, type TestApp } from "./support/app";
 import { BACKENDS, createTestDatabase, type TestDatabase } from "./support/db";
 import { eventually, startRedisServer, suiteRedis } from "./support/redis";
@@ -65,6 +66,37 @@ for (const backend of BACKENDS) {
       expect(res.status).toBe(201);
       return json<{ id: string; version: string }>(res);
     };
+
+    test("a record read from Redis on B is byte for byte what A answered, its card stored once", async () => {
+      // Pretty-printed, with a member named card inside the card, quotes, a newline and non-ASCII text.
+      const card = cardWith({
+        description: 'Says "hello"\nin 日本語 and émoji 😀',
+        card: { nested: true },
+      });
+      const cardText = JSON.stringify(card, null, 2);
+      const text = `{"card": ${cardText}}`;
+      const res = await a.request("/v1/agents", {
+        method: "POST",
+        body: text,
+        headers: { "content-type": "application/json" },
+        token: writer.token,
+      });
+      expect(res.status).toBe(201);
+      const { id } = await json<{ id: string }>(res);
+      const fromA = {
+        record: await (await a.request(`/v1/agents/${id}`)).text(),
+        card: await (await a.request(`/v1/agents/${id}/card`)).text(),
+      };
+      b.app.services.agentCache.clearLocal();
+      const before = await metricValue(b, "redis", "hit");
+      const record = await b.request(`/v1/agents/${id}`);
+      expect(await metricValue(b, "redis", "hit")).toBe(before + 1);
+      expect(await record.text()).toBe(fromA.record);
+      expect(await (await b.request(`/v1/agents/${id}/card`)).text()).toBe(fromA.card);
+      expect(fromA.card).toBe(cardText);
+      const stored = (await new Redis(redis.url).get(`a2a:agent:${id}`))!;
+      expect(stored.split(fromA.card).length).toBe(2); // the card's text appears exactly once
+    });
 
     test("a write on A is seen by the next read on B, every time (no stale L1 after the write returns)", async () => {
       const card = cardWith();
@@ -344,6 +376,24 @@ describe("versioned cache", () => {
     const local = build(`m${Date.now()}`, undefined, { l1MaxEntries: 10 });
     await local.writeNew([{ seq: 1, v: "x" }], (value) => value.v);
     expect(local.peek("x")?.seq).toBe(1);
+  });
+
+  test("agent records written by the previous release (one JSON object) are still read", () => {
+    const agent: SerializedAgent = {
+      id: "01a24e1d-b335-7106-96e9-0c22c815886c",
+      seq: 7,
+      body: '{"id":"x","name":"N","card":{"name":"N",\n "url":"https://n.example"},"owner":null}',
+      etag: '"e"',
+      cardRaw: '{"name":"N",\n "url":"https://n.example"}',
+      cardEtag: '"c-active"',
+      visibility: "public",
+      owner: null,
+      entitled: ["a", "b"],
+    };
+    expect(cachedAgentCodec.decode(JSON.stringify(agent))).toEqual(agent);
+    const encoded = cachedAgentCodec.encode(agent);
+    expect(encoded.length).toBeLessThan(JSON.stringify(agent).length);
+    expect(cachedAgentCodec.decode(encoded)).toEqual(agent);
   });
 
   test("L1 is bounded", async () => {

@@ -132,6 +132,34 @@ export function serializeAgent(row: AgentRow, registryId: string, entitled: stri
   };
 }
 
+/**
+ * A cached record as Redis holds it: its small fields as one line of JSON, then the record's bytes as
+ * they are, not as a JSON string (escaping every quote of a card cost more than the rest of a write),
+ * the card being named by where it sits in the record instead of being stored twice. A value without a
+ * newline is the earlier format (the whole SerializedAgent as JSON), still read during an upgrade.
+ */
+export const cachedAgentCodec = {
+  encode(agent: SerializedAgent): string {
+    const { body, cardRaw, ...fields } = agent;
+    // The record's head has no member named card, and inside its strings every quote is escaped.
+    const start = body.indexOf(',"card":') + 8;
+    if (start < 8 || !body.startsWith(cardRaw, start)) return JSON.stringify(agent);
+    return `${JSON.stringify({ ...fields, card: [start, start + cardRaw.length] })}\n${body}`;
+  },
+  decode(text: string): SerializedAgent {
+    const newline = text.indexOf("\n");
+    if (newline < 0) return JSON.parse(text) as SerializedAgent;
+    const { card, ...fields } = JSON.parse(text.slice(0, newline)) as Omit<
+      SerializedAgent,
+      "body" | "cardRaw"
+    > & {
+      card: [number, number];
+    };
+    const body = text.slice(newline + 1);
+    return { ...fields, body, cardRaw: body.slice(card[0], card[1]) };
+  },
+};
+
 function pgErrorOf(error: unknown): { code?: string; constraint?: string } | undefined {
   let current: unknown = error;
   for (let depth = 0; current && depth < 5; depth++) {
