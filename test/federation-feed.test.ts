@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { sql } from "drizzle-orm";
 import postgres from "postgres";
 import { createTestApp, json, type TestApp } from "./support/app";
-import { BACKENDS } from "./support/db";
+import { SEQ_LOCK } from "../src/modules/federation/feed";
+import { BACKENDS, createTestDatabase } from "./support/db";
 import { cardFor } from "./support/federation";
 
 const cardWith = (overrides: Record<string, unknown> = {}) => cardFor("Feed agent", overrides);
@@ -301,6 +302,41 @@ for (const backend of BACKENDS) {
         await other.end();
         const { changes } = await reading;
         expect(changes.map((c) => c.id)).toEqual([slowId, fast.id]);
+      });
+
+    if (backend === "postgres")
+      test("a writer in another database on the same server does not hold this feed back", async () => {
+        const { cursor } = await readAll(reader.token);
+        // Another registry's database on the same cluster, its writer holding its own seq lock open.
+        const neighbour = await createTestDatabase("postgres");
+        const other = postgres(neighbour.url!, { max: 1, onnotice: () => {} });
+        let release!: () => void;
+        const held = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        let locked!: () => void;
+        const lockTaken = new Promise<void>((resolve) => {
+          locked = resolve;
+        });
+        const writing = other.begin(async (tx) => {
+          await tx`select pg_advisory_xact_lock_shared(${SEQ_LOCK.classId}, ${SEQ_LOCK.objId})`;
+          locked();
+          await held;
+        });
+        try {
+          await lockTaken;
+          const fresh = await publish(cardWith());
+          const startedAt = performance.now();
+          const { page } = await feed(reader.token, cursor);
+          // Not the 5 s wait for in-flight writers, and the new change is served.
+          expect(performance.now() - startedAt).toBeLessThan(2500);
+          expect(page!.changes.map((c) => c.id)).toEqual([fresh.id]);
+        } finally {
+          release();
+          await writing;
+          await other.end();
+          await neighbour.drop();
+        }
       });
   });
 }

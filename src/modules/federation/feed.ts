@@ -94,9 +94,11 @@ export function createChangeFeed(deps: { config: Config; database: Database; log
   async function watermark(): Promise<{ head: number; safe: number | null }> {
     const head = await sequenceHead();
     if (database.kind === "pglite") return { head, safe: head };
+    // pg_locks shows the whole cluster: only this database's writers hold this database's sequence.
     const holders = sql`select virtualtransaction as vx from pg_locks
       where locktype = 'advisory' and classid = ${SEQ_LOCK.classId} and objid = ${SEQ_LOCK.objId}
-        and objsubid = 2 and granted and pid <> pg_backend_pid()`;
+        and objsubid = 2 and granted and pid <> pg_backend_pid()
+        and database = (select oid from pg_database where datname = current_database())`;
     const seen = (await database.rows<{ vx: string }>(holders)).map((r) => r.vx);
     if (seen.length === 0) return { head, safe: head };
     const deadline = Date.now() + WATERMARK_WAIT_MS;
