@@ -57,7 +57,6 @@ function buildBatch(from: number, to: number, corpus: SeededCorpus) {
       generation: analysis.generation,
       protocolVersion: analysis.protocolVersion,
       latestVersion: analysis.version,
-      card: generated.card,
       cardRaw: generated.text,
       cardHash: hash,
       skills: analysis.facets.skills,
@@ -90,7 +89,6 @@ function buildBatch(from: number, to: number, corpus: SeededCorpus) {
     versionRows.push({
       agentId: id,
       version: analysis.version,
-      card: generated.card,
       cardRaw: generated.text,
       cardHash: hash,
     });

@@ -150,10 +150,10 @@ for (const backend of BACKENDS) {
         const copyId = crypto.randomUUID();
         await t.db.database.rows(sql`
           insert into agents (id, owner, name, description, url, visibility, status, generation, protocol_version,
-            latest_version, card, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
+            latest_version, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
             streaming, provider, origin_registry, origin_id, seq)
           select ${copyId}, null, name || ' copy', description, url, visibility, status, generation, protocol_version,
-            latest_version, card, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
+            latest_version, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
             streaming, provider, 'other-registry', ${crypto.randomUUID()}, nextval('agent_seq')
           from agents where id = ${local.id}`);
         for (const token of [reader.token, admin.token]) {
@@ -281,10 +281,10 @@ for (const backend of BACKENDS) {
         const slow = other.begin(async (tx) => {
           await tx.unsafe(
             `insert into agents (id, owner, name, description, url, visibility, status, generation, protocol_version,
-               latest_version, card, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
+               latest_version, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
                streaming, provider, seq)
              select $1, owner, 'Slow agent', description, url || '/slow', visibility, status, generation,
-               protocol_version, latest_version, card, card_raw, card_hash, skills, tags, input_modes, output_modes,
+               protocol_version, latest_version, card_raw, card_hash, skills, tags, input_modes, output_modes,
                facet_keys, streaming, provider, nextval('agent_seq')
              from agents where owner = $2 and deleted_at is null limit 1`,
             [slowId, writer.clientId],

@@ -13,14 +13,18 @@ export type TestDatabase = { database: Database; url: string | undefined; drop()
 
 let counter = 0;
 
-/** A fresh, migrated database of its own for one suite: a new PGlite, or a new Postgres database. */
+/**
+ * A fresh, migrated database of its own for one suite: a new PGlite, or a new Postgres database.
+ * `migrate: false` leaves it empty (for tests that apply migrations themselves).
+ */
 export async function createTestDatabase(
   backend: BackendName,
-  options: { dataDir?: string } = {},
+  options: { dataDir?: string; migrate?: boolean } = {},
 ): Promise<TestDatabase> {
+  const migrate = options.migrate ?? true;
   if (backend === "pglite") {
     const database = await openDatabase({ dataDir: options.dataDir ?? "memory://", poolMax: 1 });
-    await database.migrate();
+    if (migrate) await database.migrate();
     return { database, url: undefined, drop: () => database.close() };
   }
   const adminUrl = process.env.TEST_DATABASE_URL;
@@ -35,7 +39,7 @@ export async function createTestDatabase(
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   const database = await openDatabase({ url: url.toString(), dataDir: "unused", poolMax: 10 });
-  await database.migrate();
+  if (migrate) await database.migrate();
   return {
     database,
     url: url.toString(),

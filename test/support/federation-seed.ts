@@ -56,12 +56,12 @@ export async function seedAgents(
     const text = sql`replace(${canonical}, ${N}, g::text)`;
     await database.rows(sql`
       insert into agents (id, owner, name, description, url, visibility, status, generation,
-        protocol_version, latest_version, card, card_raw, card_hash, skills, tags, input_modes,
+        protocol_version, latest_version, card_raw, card_hash, skills, tags, input_modes,
         output_modes, facet_keys, streaming, provider, seq, search_doc)
       select gen_random_uuid(), 'seed-publisher', replace(${template.name as string}, ${N}, g::text),
         replace(${template.description as string}, ${N}, g::text), replace(${analysis.primaryUrl}, ${N}, g::text),
         'public', 'active', ${analysis.generation}, ${analysis.protocolVersion}, ${analysis.version},
-        (${text})::jsonb, ${text}, encode(sha256(convert_to(${text}, 'UTF8')), 'hex'),
+        ${text}, encode(sha256(convert_to(${text}, 'UTF8')), 'hex'),
         ${textArray(facets.skills)}, ${textArray(facets.tags)}, ${textArray(facets.inputModes)},
         ${textArray(facets.outputModes)}, ${textArray(facetKeys)}, ${facets.streaming}, ${facets.provider},
         nextval('agent_seq'),
@@ -70,8 +70,8 @@ export async function seedAgents(
           setweight(to_tsvector('english', replace(${template.description as string}, ${N}, g::text)), 'C')
       from generate_series(1, ${count}::int) g`);
     await database.rows(sql`
-      insert into agent_versions (agent_id, version, card, card_raw, card_hash)
-      select id, latest_version, card, card_raw, card_hash from agents
+      insert into agent_versions (agent_id, version, card_raw, card_hash)
+      select id, latest_version, card_raw, card_hash from agents
       where owner = 'seed-publisher' and not exists (select 1 from agent_versions v where v.agent_id = agents.id)`);
     await database.rows(sql`analyze agents`);
   } finally {

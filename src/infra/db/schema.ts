@@ -49,8 +49,10 @@ export const agents = pgTable(
     generation: text("generation", { enum: ["1.0", "0.3", "0.2"] }).notNull(),
     protocolVersion: text("protocol_version"),
     latestVersion: text("latest_version").notNull(),
-    card: jsonb("card").notNull(),
-    /** The card's exact bytes as published, so `/card` returns them verbatim (jsonb reorders keys). */
+    /**
+     * The card's exact bytes as published: `/card` returns them verbatim, and this is the only stored
+     * copy (code that needs the parsed card parses it; a jsonb copy cost every write for nothing).
+     */
     cardRaw: text("card_raw").notNull(),
     cardHash: text("card_hash").notNull(),
     skills: text("skills").array().notNull(),
@@ -130,7 +132,7 @@ export const agentVersions = pgTable(
       .notNull()
       .references(() => agents.id, { onDelete: "cascade" }),
     version: text("version").notNull(),
-    card: jsonb("card").notNull(),
+    /** The version's card as published (its only stored copy, like agents.card_raw). */
     cardRaw: text("card_raw").notNull(),
     cardHash: text("card_hash").notNull(),
     createdAt: timestamptz("created_at").notNull().defaultNow(),

@@ -14,7 +14,7 @@ import {
   type SearchRow,
 } from "./types";
 
-const { card: _card, searchDoc: _searchDoc, ...rowColumns } = getTableColumns(agents);
+const { searchDoc: _searchDoc, ...rowColumns } = getTableColumns(agents);
 
 /** Facet prefixes in agents.facet_keys and the response facet each one feeds. */
 const FACET_OF_PREFIX = {

@@ -20,10 +20,10 @@ import type { SearchFilters } from "../search/model";
 import type { ListFilters } from "./model";
 
 /**
- * What a list page reads: the record without the parsed card and the search document, which it never
- * shows (it serves the card's exact text), so a page does not fetch and decode them for every row.
+ * What a list page reads: the record without the search document, which it never shows, so a page does
+ * not fetch and decode it for every row.
  */
-const { card: _card, searchDoc: _searchDoc, ...LISTED_COLUMNS } = getTableColumns(agents);
+const { searchDoc: _searchDoc, ...LISTED_COLUMNS } = getTableColumns(agents);
 
 type AgentFilters = Omit<ListFilters, "limit" | "cursor" | "updatedSince"> & Pick<SearchFilters, "signature">;
 
@@ -111,7 +111,7 @@ export type NewAgent = { values: AgentInsert; audit: AuditEvent };
 const INSERT_PUBLISHED = new PgDialect().sqlToQuery(sql`with input as (
     select * from jsonb_to_recordset(${sql.raw("$1")}::text::jsonb) as x(
       ord int, id uuid, owner text, name text, description text, url text, card_url text, visibility text,
-      status text, generation text, protocol_version text, latest_version text, card jsonb, card_raw text,
+      status text, generation text, protocol_version text, latest_version text, card_raw text,
       card_hash text, skills text[], tags text[], input_modes text[], output_modes text[], facet_keys text[],
       streaming boolean, provider text, signature text, signature_kid text, signature_domain text,
       signature_error text, audit_actor text, audit_action text, audit_outcome text, audit_ip text,
@@ -119,11 +119,11 @@ const INSERT_PUBLISHED = new PgDialect().sqlToQuery(sql`with input as (
   ),
   inserted as (
     insert into agents (id, owner, name, description, url, card_url, visibility, status, generation,
-      protocol_version, latest_version, card, card_raw, card_hash, skills, tags, input_modes, output_modes,
+      protocol_version, latest_version, card_raw, card_hash, skills, tags, input_modes, output_modes,
       facet_keys, streaming, provider, signature, signature_kid, signature_domain, signature_error, seq,
       search_doc)
     select id, owner, name, description, url, card_url, visibility, status, generation, protocol_version,
-      latest_version, card, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
+      latest_version, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
       streaming, provider, signature, signature_kid, signature_domain, signature_error, ${nextSeq},
       ${searchDocument({
         name: sql.raw("name"),
@@ -135,8 +135,8 @@ const INSERT_PUBLISHED = new PgDialect().sqlToQuery(sql`with input as (
     returning id, seq, created_at, updated_at
   ),
   versions as (
-    insert into agent_versions (agent_id, version, card, card_raw, card_hash)
-    select i.id, i.latest_version, i.card, i.card_raw, i.card_hash from input i join inserted using (id)
+    insert into agent_versions (agent_id, version, card_raw, card_hash)
+    select i.id, i.latest_version, i.card_raw, i.card_hash from input i join inserted using (id)
   ),
   audited as (
     insert into audit_log (actor, action, target, outcome, ip, request_id, details)
@@ -291,7 +291,6 @@ export function agentsRepo(database: Database) {
         generation: values.generation,
         protocol_version: values.protocolVersion ?? null,
         latest_version: values.latestVersion,
-        card: values.card,
         card_raw: values.cardRaw,
         card_hash: values.cardHash,
         skills: values.skills,

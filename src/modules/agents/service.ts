@@ -77,7 +77,7 @@ export function canSee(agent: SerializedAgent, caller: Caller): boolean {
 const sha256Hex = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
 
 /** The record's JSON text, with the card embedded as its published text (key order and spelling kept). */
-export function recordBody(row: Omit<AgentRow, "card" | "searchDoc">, registryId: string): string {
+export function recordBody(row: Omit<AgentRow, "searchDoc">, registryId: string): string {
   const federated = row.originRegistry !== null;
   const head = JSON.stringify({
     id: row.id,
@@ -267,7 +267,7 @@ export function createAgentsService(deps: AgentsDeps) {
   }
 
   function versionRow(agentId: string, version: string, card: CardInput, hash: string) {
-    return { agentId, version, card: card.card, cardRaw: card.cardText, cardHash: hash };
+    return { agentId, version, cardRaw: card.cardText, cardHash: hash };
   }
 
   function cardColumns(
@@ -282,7 +282,6 @@ export function createAgentsService(deps: AgentsDeps) {
       generation: analysis.generation,
       protocolVersion: analysis.protocolVersion,
       latestVersion: analysis.version,
-      card: input.card,
       cardRaw: input.cardText,
       cardHash: hash,
       skills: analysis.facets.skills,
@@ -719,7 +718,7 @@ export function createAgentsService(deps: AgentsDeps) {
     for (const key of [...keys].sort()) {
       if (!(key in a)) changes.added.push(key);
       else if (!(key in b)) changes.removed.push(key);
-      // Canonical JSON: the stored card comes back from jsonb with its keys reordered.
+      // Canonical JSON: a republished card may order its keys or spell its numbers differently.
       else if (canonicalize(a[key]) !== canonicalize(b[key])) changes.changed.push(key);
     }
     const skillIds = (card: Record<string, unknown>) =>
@@ -772,7 +771,7 @@ export function createAgentsService(deps: AgentsDeps) {
       );
     const fetched = await resolveCard({ cardUrl: current.cardUrl }, undefined);
     const hash = cardHash(fetched.card);
-    const diff = diffCards(current.card, fetched.card);
+    const diff = diffCards(JSON.parse(current.cardRaw), fetched.card);
     const base = {
       previousVersion: current.latestVersion,
       previousCardHash: current.cardHash,

@@ -32,7 +32,7 @@ import { and, asc, getTableColumns, gt, isNull, lte, type SQL, sql } from "drizz
 import type { Config } from "../../config";
 import { ApiError } from "../../errors";
 import type { Database } from "../../infra/db/client";
-import { type AgentRow, agents, entitlementRevocations, entitlements } from "../../infra/db/schema";
+import { agents, entitlementRevocations, entitlements } from "../../infra/db/schema";
 import type { Logger } from "../../infra/logger";
 import type { Caller } from "../auth/model";
 import { recordBody } from "../agents/service";
@@ -68,8 +68,8 @@ function visibleNow(caller: Caller): SQL {
     or exists (select 1 from ${entitlements} e where e.agent_id = ${agents.id} and e.client_id = ${caller.clientId})))`;
 }
 
-/** Every column the record is made of: all but the card as jsonb and the search document. */
-const { card: _card, searchDoc: _searchDoc, ...recordColumns } = getTableColumns(agents);
+/** Every column the record is made of: all but the search document. */
+const { searchDoc: _searchDoc, ...recordColumns } = getTableColumns(agents);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -162,10 +162,7 @@ export function createChangeFeed(deps: { config: Config; database: Database; log
         const shown = rows.slice(0, limit);
         const parts = shown.map(({ visible, ...row }) =>
           visible
-            ? `{"seq":${row.seq},"op":"upsert","id":"${row.id}","agent":${recordBody(
-                { ...row, card: null, searchDoc: null } as AgentRow,
-                config.registryId,
-              )}}`
+            ? `{"seq":${row.seq},"op":"upsert","id":"${row.id}","agent":${recordBody(row, config.registryId)}}`
             : `{"seq":${row.seq},"op":"delete","id":"${row.id}"}`,
         );
         // Past the last row shown when there is more; otherwise up to the watermark, so rows this caller

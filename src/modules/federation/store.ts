@@ -118,7 +118,6 @@ const UPDATED_COLUMNS = [
   "generation",
   "protocol_version",
   "latest_version",
-  "card",
   "card_raw",
   "card_hash",
   "skills",
@@ -140,8 +139,8 @@ const UPDATED_COLUMNS = [
 
 /**
  * Writes a page's copies in one statement: the rows travel as one JSON parameter (building a
- * 500-row, 30-column insert in the driver cost more than running it), the card text becomes jsonb in
- * the database, the version row is added from what was written, and the pre-existing state counts
+ * 500-row, 30-column insert in the driver cost more than running it), the version row is added from
+ * what was written, and the pre-existing state counts
  * which copies were new. Returns how many existed live before.
  */
 async function upsertCopies(
@@ -193,22 +192,22 @@ async function upsertCopies(
         ),
         upserted as (
           insert into agents (id, owner, name, description, url, card_url, visibility, status, status_message,
-            generation, protocol_version, latest_version, card, card_raw, card_hash, skills, tags, input_modes,
+            generation, protocol_version, latest_version, card_raw, card_hash, skills, tags, input_modes,
             output_modes, facet_keys, streaming, provider, signature, health, checked_at, origin_registry,
             origin_id, seq, created_at, updated_at, deleted_at, search_doc)
           select r.id, null, r.name, r.description, r.url, null, r.visibility, r.status, r.status_message,
-            r.generation, r.protocol_version, r.latest_version, r.card_raw::jsonb, r.card_raw, r.card_hash,
+            r.generation, r.protocol_version, r.latest_version, r.card_raw, r.card_hash,
             r.skills, r.tags, r.input_modes, r.output_modes, r.facet_keys, r.streaming, r.provider, r.signature,
             r.health, r.checked_at, ${registry}, r.origin_id, nextval('agent_seq'), r.created_at, r.updated_at,
             null, ${searchDoc}
           from incoming r
           on conflict (origin_registry, origin_id) where origin_registry is not null do update set
             ${sql.raw(UPDATED_COLUMNS.map((c) => `"${c}" = excluded."${c}"`).join(", "))}
-          returning id, latest_version, card, card_raw, card_hash
+          returning id, latest_version, card_raw, card_hash
         ),
         versions as (
-          insert into agent_versions (agent_id, version, card, card_raw, card_hash)
-          select id, latest_version, card, card_raw, card_hash from upserted
+          insert into agent_versions (agent_id, version, card_raw, card_hash)
+          select id, latest_version, card_raw, card_hash from upserted
           on conflict (agent_id, version) do nothing
         )
         select (select count(*) from existing)::int as updated`,
