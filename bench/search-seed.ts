@@ -15,7 +15,7 @@ import { agents, agentVersions, clients, entitlements } from "../src/infra/db/sc
 import type { Database } from "../src/infra/db/client";
 import { analyzeCard, cardHash } from "../src/modules/agents/card";
 import { facetKeysOf, searchDocument, searchDocumentFromColumns } from "../src/modules/agents/repo";
-import { agentIdOf, generateAgent, OWNER_COUNT, ownerId } from "./search-corpus";
+import { agentIdOf, type GeneratedAgent, generateAgent, OWNER_COUNT, ownerId } from "./search-corpus";
 
 export const SEED_BATCH = 1000;
 
@@ -93,13 +93,57 @@ function buildBatch(from: number, to: number, corpus: SeededCorpus) {
       cardHash: hash,
     });
     for (const clientId of generated.entitled) entitlementRows.push({ agentId: id, clientId });
-    corpus.names[i] = generated.name;
-    corpus.visibility[i] = generated.visibility;
-    corpus.owners[i] = generated.owner;
-    if (generated.visibility === "private")
-      corpus.privateOf.set(generated.owner, (corpus.privateOf.get(generated.owner) ?? 0) + 1);
+    describe(corpus, i, generated);
   }
   return { agentRows, versionRows, entitlementRows };
+}
+
+function describe(corpus: SeededCorpus, i: number, generated: GeneratedAgent) {
+  corpus.names[i] = generated.name;
+  corpus.visibility[i] = generated.visibility;
+  corpus.owners[i] = generated.owner;
+  if (generated.visibility === "private")
+    corpus.privateOf.set(generated.owner, (corpus.privateOf.get(generated.owner) ?? 0) + 1);
+}
+
+/**
+ * What the query mix needs of a corpus seeded by an earlier run into a kept database: the corpus is
+ * deterministic, so it is generated again rather than read back. Throws when the database holds a
+ * different number of agents (another size, or a seeding that did not finish). The publishing clients
+ * get `secret`, as seedCorpus would have given them.
+ */
+export async function reuseCorpus(
+  database: Database,
+  options: { count: number; secret: string },
+): Promise<{ corpus: SeededCorpus; timings: SeedTimings }> {
+  const [counted] = (await database.rows<{ agents: number; versions: number; entitlements: number }>(sql`
+    select (select count(*) from ${agents})::int as agents, (select count(*) from ${agentVersions})::int as versions,
+      (select count(*) from ${entitlements})::int as entitlements`)) as [
+    { agents: number; versions: number; entitlements: number },
+  ];
+  if (Number(counted.agents) !== options.count)
+    throw new Error(
+      `the kept database holds ${counted.agents} agents, not ${options.count}: drop it (or name another) to seed afresh`,
+    );
+  const corpus: SeededCorpus = { names: [], visibility: [], owners: [], privateOf: new Map() };
+  for (let i = 0; i < options.count; i++) describe(corpus, i, generateAgent(i));
+  const started = performance.now();
+  const secretHash = await Bun.password.hash(options.secret, { algorithm: "argon2id" });
+  await database.db.update(clients).set({ secretHash }).where(sql`${clients.clientId} like 'bench-client-%'`);
+  return {
+    corpus,
+    timings: {
+      clientsS: (performance.now() - started) / 1000,
+      insertS: 0,
+      maintenanceS: 0,
+      rows: {
+        agents: Number(counted.agents),
+        versions: Number(counted.versions),
+        entitlements: Number(counted.entitlements),
+        clients: OWNER_COUNT,
+      },
+    },
+  };
 }
 
 /**
