@@ -77,7 +77,7 @@ export function canSee(agent: SerializedAgent, caller: Caller): boolean {
 const sha256Hex = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
 
 /** The record's JSON text, with the card embedded as its published text (key order and spelling kept). */
-export function recordBody(row: Omit<AgentRow, "searchDoc">, registryId: string): string {
+export function recordBody(row: AgentRow, registryId: string): string {
   const federated = row.originRegistry !== null;
   const head = JSON.stringify({
     id: row.id,
