@@ -159,11 +159,11 @@ const MIN_RANKED = 0.000001;
 /** How many times the rows the planner's estimate needs a newest-first walk may read (firstTextPage). */
 const WALK_SLACK = 3;
 /**
- * What collecting one match from the text index costs, in rows walked along seq: a bitmap heap fetch
- * lands on a page of its own and the matches are sorted after, where a walk reads on through the same
- * pages with one document test per row (about 2 µs against 0.5 µs, measured at 100k agents).
+ * The relative costs behind the choice of scan (firstTextPage), measured at 100k agents (µs of Postgres
+ * CPU): walking seq backwards reads on through the same pages with one test per row; collecting a match
+ * fetches a page of its own (then sorts); an index posting of a word is read for less.
  */
-const COLLECT_COST = 4;
+const SCAN_COST = { walkedRow: 0.45, fetchedRow: 2, posting: 0.5 };
 
 /**
  * Search on Postgres itself (and PGlite): the weighted `search_doc` tsvector of each agent's search row
@@ -438,16 +438,34 @@ export function createPostgresSearch(
     return estimate;
   }
 
+  type Scan = NonNullable<PostgresSearchLimits["scan"]>;
+
   /**
-   * Whether the newest `wanted` matches are best found by walking seq backwards (common words: a few
-   * rows per match) rather than by collecting every match from the text index and sorting (rare words).
-   * The planner makes this choice itself but, assuming matches spread evenly, walks backwards for
-   * words matching a few percent of agents, reading tens of thousands of rows; this picks by the
-   * break-even point from the same estimates: walking reads wanted x rows / matches rows, collecting
-   * fetches every match, at COLLECT_COST times the price of a row walked.
+   * How to find the newest `wanted` matches of a text query (`matches`: the planner's estimate of them
+   * all): walk seq backwards (common words: a few rows per match), collect every match from the text
+   * index and sort (rarer words), or, with filters, collect the agents the filters select and test the
+   * words on each (a selective tag or provider with a common word). The planner makes this choice
+   * itself but, assuming matches spread evenly, walks backwards for words matching a few percent of
+   * agents, reading tens of thousands of rows, and intersects a common word's postings (21,000 for
+   * `statistics`) with a filter's few hundred rows; this weighs the three from the same estimates.
    */
-  async function readNewestFirst(matches: number, wanted: number) {
-    return matches * matches * COLLECT_COST > wanted * (await searchRowCount());
+  async function chooseScan(
+    base: SQL | undefined,
+    text: TextParts,
+    matches: number,
+    wanted: number,
+    filtered: boolean,
+  ) {
+    const rows = await searchRowCount();
+    const [selected, postings] = filtered
+      ? await Promise.all([estimatedRows(base), estimatedRows(text.fullText)])
+      : [Number.POSITIVE_INFINITY, matches];
+    const costs: [Scan, number][] = [
+      ["walk", ((wanted * rows) / Math.max(matches, 1)) * SCAN_COST.walkedRow],
+      ["collect", postings * SCAN_COST.posting + matches * SCAN_COST.fetchedRow],
+      ["filters", selected * SCAN_COST.fetchedRow],
+    ];
+    return costs.reduce((best, next) => (next[1] < best[1] ? next : best));
   }
 
   /** The planner's estimate of all search rows, asked again after a minute. */
@@ -455,17 +473,6 @@ export function createPostgresSearch(
     if (performance.now() - tableRows.at > 60_000)
       tableRows = { n: await estimatedRows(undefined), at: performance.now() };
     return tableRows.n;
-  }
-
-  /**
-   * Whether a text query's matches are best collected through its filters' indexes, testing the words
-   * row by row, rather than through the text index: when the filters (a tag, a provider) select fewer
-   * agents than the words match, by the planner's estimates of each alone (one of the words' postings
-   * is read for less than a row fetched, COLLECT_COST times cheaper).
-   */
-  async function filterFirst(base: SQL, text: TextParts, both: number) {
-    const [filtered, worded] = await Promise.all([estimatedRows(base), estimatedRows(text.fullText)]);
-    return filtered < both + worded / COLLECT_COST;
   }
 
   type Ranked = { id: string; seq: number; score: number };
@@ -571,7 +578,17 @@ export function createPostgresSearch(
     const window = limits.rankWindow + 1;
     const fullText = and(base, text.fullText);
     const estimate = await estimatedRows(fullText);
-    if (limits.scan === "walk" || (limits.scan === undefined && (await readNewestFirst(estimate, window)))) {
+    const filtered = Object.keys(query.filters).length > 0;
+    const [scan, alternative] = limits.scan
+      ? [limits.scan, limits.scan === "filters" ? "filters" : "collect"]
+      : await chooseScan(base, text, estimate, window, filtered).then(async (best) => [
+          best[0],
+          // What a walk that found too few falls back to: the cheaper way of collecting.
+          best[0] === "walk"
+            ? (await chooseScan(base, text, estimate, Number.POSITIVE_INFINITY, filtered))[0]
+            : best[0],
+        ]);
+    if (scan === "walk") {
       // Walking seq backwards for a common word: a few rows per match, and only the ranking window's
       // worth of matches (they are the facet sample too). Capped at a few times the rows the planner's
       // estimate needs: a walk that finds too few was misled (rarer words than estimated, matches
@@ -593,14 +610,11 @@ export function createPostgresSearch(
     // Collecting every match and sorting (`seq + 0` is not what the seq index orders). Its newest
     // `exactCount + 1` give exact counts for up to `exactCount` matches; past that, the ranking window
     // is the facet sample, as for a walk. The sort carries no documents: the window's are read again.
-    // The matches come from the text index, or, when a filter selects fewer agents than the words do,
-    // from the filter's index with the words tested row by row: the planner tends to read both indexes
-    // and intersect, and a common word's postings (21,000 for `statistics`) cost far more than testing
-    // a few hundred rows.
+    // The matches come from the text index or, through the filters' indexes, from the agents the
+    // filters select, the words tested on each (in a form the text index does not serve, or the planner
+    // intersects both indexes).
     const scanned = wantSample ? Math.max(limits.rankWindow, limits.exactCount) + 1 : window;
-    const viaFilters =
-      base !== undefined &&
-      (limits.scan === "filters" || (limits.scan === undefined && (await filterFirst(base, text, estimate))));
+    const viaFilters = base !== undefined && alternative === "filters";
     const collected = await textStatement(
       sql`select ${S.id} as id, ${S.seq} as seq, ${S.facetKeys} as keys, ${S.provider} as provider
         from ${S} where ${viaFilters ? and(base, text.fullTextUnindexed) : fullText}
