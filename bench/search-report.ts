@@ -215,7 +215,7 @@ export function renderSearchSection(report: SearchReport): string {
       const total = e.statements.reduce((sum, s) => sum + s.executionMs, 0);
       lines.push(
         "",
-        `**${e.kind}**: \`${decodeURIComponent(e.path)}\`${e.auth ? " (with the token)" : ""}: search ${fmtMs(e.searchMs)} in process; statements ${e.statements.map((s) => `${s.role} ${fmtMs(s.executionMs)}`).join(", ")} (sum ${fmtMs(total)}; page and counts run side by side on two connections, one after the other on PGlite).`,
+        `**${e.kind}**: \`${decodeURIComponent(e.path)}\`${e.auth ? " (with the token)" : ""}: search ${fmtMs(e.searchMs)} in process; statements ${e.statements.map((s) => `${s.role} ${fmtMs(s.executionMs)}`).join(", ")} (sum ${fmtMs(total)}; they run one after the other, the page's records last).`,
       );
       for (const s of e.statements) {
         lines.push(

@@ -204,12 +204,16 @@ for (const backend of BACKENDS)
 
     test("a similar-name search leaves the session's trigram threshold as it was", async () => {
       await t.db.database.db.transaction(async (tx) => {
-        const rows = await t.db.database.rows<{ n: number; threshold: string }>(
-          sql`select (select count(*)::int from agent_search_similar_names('lamp lightr', 0.75)) as n,
-            current_setting('pg_trgm.word_similarity_threshold') as threshold`,
+        const found = await t.db.database.rows<{ n: number }>(
+          sql`select count(*)::int as n from agent_search_similar_names('lamp lightr', 0.75)`,
           tx,
         );
-        expect(rows[0]).toEqual({ n: 1, threshold: "0.6" });
+        expect(found[0]!.n).toBe(1);
+        const after = await t.db.database.rows<{ threshold: string }>(
+          sql`select current_setting('pg_trgm.word_similarity_threshold') as threshold`,
+          tx,
+        );
+        expect(after[0]!.threshold).toBe("0.6");
       });
     });
   });
