@@ -18,7 +18,7 @@ import type { Caller } from "../src/modules/auth/model";
 import type { SearchFilters } from "../src/modules/search/model";
 
 export type ExplainedStatement = {
-  /** "page", "counts", "probe" or "other", from the statement's shape. */
+  /** "page", "similar names", "counts", "records" or "other", from the statement's shape. */
   role: string;
   executionMs: number;
   planningMs: number;
@@ -96,11 +96,11 @@ export function condensePlan(lines: string[]): {
 
 function roleOf(query: string): string {
   if (/^explain/i.test(query.trim())) return "estimate";
-  if (/"facet_keys" as keys/i.test(query)) return "counts";
-  if (/as "boundary"/i.test(query)) return "probe";
-  if (/^select max\(/i.test(query.trim())) return "max-seq";
-  if (/^select set_config\(/i.test(query.trim())) return "setting";
-  if (/order by/i.test(query)) return "page";
+  if (/with s as materialized/i.test(query)) return "page";
+  if (/agent_search_similar_names|<%/i.test(query)) return "similar names";
+  if (/json_agg/i.test(query)) return "counts";
+  if (/^select \(select max\(/i.test(query.trim())) return "max-seq";
+  if (/from "agents"/i.test(query)) return "records";
   return "other";
 }
 
@@ -116,28 +116,27 @@ export async function openExplainer(backendEnv: Record<string, string>) {
     },
   };
   let db: Db;
-  /** Explains a statement in a transaction after the settings the search made local to its own. */
-  let explain: (statement: Statement, settings: Statement[]) => Promise<string[]>;
+  let explain: (statement: Statement) => Promise<string[]>;
   let close: () => Promise<void>;
   if (backendEnv.DATABASE_URL) {
     const client = postgres(backendEnv.DATABASE_URL, { max: 2, onnotice: () => {} });
     db = drizzlePostgres(client, { schema, logger }) as unknown as Db;
-    explain = async ({ query, params }, settings) => {
-      const rows = (await client.begin(async (tx) => {
-        for (const setting of settings) await tx.unsafe(setting.query, setting.params as never[]);
-        return tx.unsafe(`explain (analyze, buffers) ${query}`, params as never[]);
-      })) as unknown as Array<Record<string, string>>;
+    explain = async ({ query, params }) => {
+      const rows = (await client.unsafe(
+        `explain (analyze, buffers) ${query}`,
+        params as never[],
+      )) as unknown as Array<Record<string, string>>;
       return rows.map((row) => row["QUERY PLAN"]!);
     };
     close = () => client.end({ timeout: 5 });
   } else {
     const client = await PGlite.create({ dataDir: backendEnv.DATA_DIR!, extensions: { pg_trgm } });
     db = drizzlePglite(client, { schema, logger }) as unknown as Db;
-    explain = async ({ query, params }, settings) => {
-      const result = await client.transaction(async (tx) => {
-        for (const setting of settings) await tx.query(setting.query, setting.params);
-        return tx.query<Record<string, string>>(`explain (analyze, buffers) ${query}`, params);
-      });
+    explain = async ({ query, params }) => {
+      const result = await client.query<Record<string, string>>(
+        `explain (analyze, buffers) ${query}`,
+        params,
+      );
       return result.rows.map((row) => row["QUERY PLAN"]!);
     };
     close = () => client.close();
@@ -170,18 +169,11 @@ export async function openExplainer(backendEnv: Record<string, string>) {
       await backend.search(query);
       const searchMs = performance.now() - started;
       const statements: ExplainedStatement[] = [];
-      let settings: Statement[] = [];
       for (const statement of [...captured]) {
         const role = roleOf(statement.query);
-        // A transaction-local setting (the similarity threshold) applies to the statement after it.
-        if (role === "setting") {
-          settings.push(statement);
-          continue;
-        }
         // The max(seq) probe and the planner's row estimate cost no execution worth a plan.
         if (role === "max-seq" || role === "estimate") continue;
-        statements.push({ role, ...condensePlan(await explain(statement, settings)) });
-        settings = [];
+        statements.push({ role, ...condensePlan(await explain(statement)) });
       }
       return { searchMs, statements };
     },

@@ -26,7 +26,8 @@ export type SearchReport = Pick<
     connections: number;
     threads: number;
   };
-  seed: SeedTimings & { concurrency: number; verifiedSample: number };
+  /** `reusedFrom`: the kept database an earlier run seeded (BENCH_SEARCH_KEEP_DATABASE); no timings then. */
+  seed: SeedTimings & { concurrency: number; verifiedSample: number; reusedFrom?: string };
   corpus: {
     agents: number;
     privateAgents: number;
@@ -109,7 +110,12 @@ export function renderSearchSection(report: SearchReport): string {
         `${settings.durationS} s (one warm-up pass of ${settings.warmupS} s before (e) and before (a))`,
       ],
       ["Connections / wrk threads", `${settings.connections} / ${settings.threads}; 1 / 1 for (b) and (c1)`],
-      ["Seeding", `${seed.concurrency} batch${seed.concurrency > 1 ? "es" : ""} of 1,000 agents in flight`],
+      [
+        "Seeding",
+        seed.reusedFrom
+          ? `reused from ${seed.reusedFrom}`
+          : `${seed.concurrency} batch${seed.concurrency > 1 ? "es" : ""} of 1,000 agents in flight`,
+      ],
     ]),
   );
 
@@ -120,8 +126,10 @@ export function renderSearchSection(report: SearchReport): string {
     "",
     `- ${n(corpus.agents)} A2A 0.3 cards, generated deterministically (seeded PRNG per agent, bench/search-corpus.ts): names from word combinations (prefix, domain word, role, e.g. "Nimbus Weather Forecaster"), descriptions of 1 to 3 sentences from a vocabulary of a few hundred words, 1 to 8 skills (mean about 3) with 1 to 5 tags each from ${corpus.tagWords} tag words (Zipf-weighted, clustered by the agent's domain), input and output modes from 10 media types, providers from ${corpus.organizations} organisations (8% without), 45% streaming, 40% with security schemes; cards average about 1.4 KB.`,
     `- ${n(corpus.privateAgents)} private (${pct(corpus.privateAgents / corpus.agents)}), owned by ${n(seed.rows.clients)} publishing clients (Zipf), ${n(seed.rows.entitlements)} entitlements to other clients; 2% deprecated; health 80% up, 5% down, 15% unknown (as the health checker would leave it).`,
-    `- Seeded straight into the database in multi-row INSERTs (bench/search-seed.ts), every column derived with the publish path's code: analyzeCard, cardHash, facetKeysOf and searchDocument (src/modules/agents), seq and ever_public from the agents trigger, plus each agent's first agent_versions row; no audit rows. Checked afterwards: on a 1% sample (${n(seed.verifiedSample)} agents) the stored search document equals the one a reindex rebuilds from the row.`,
-    `- **Seeding: ${n(seed.rows.agents)} agents (+ ${n(seed.rows.versions)} versions) in ${seed.insertS.toFixed(1)} s = ${n(agentsPerS)} agents/s**, then VACUUM ANALYZE in ${seed.maintenanceS.toFixed(1)} s (clients: ${seed.clientsS.toFixed(1)} s, one argon2id hash).`,
+    `- Seeded straight into the database in multi-row INSERTs (bench/search-seed.ts), every column derived with the publish path's code: analyzeCard, cardHash and facetKeysOf (src/modules/agents), seq and ever_public from the agents trigger, each agent's search row (agent_search) from its triggers, plus each agent's first agent_versions row; no audit rows. Checked afterwards: on a 1% sample (${n(seed.verifiedSample)} agents) every agent has its search row, with the document a reindex rebuilds from the agent.`,
+    seed.reusedFrom
+      ? `- **Seeding: none in this run**: the ${n(seed.rows.agents)} agents (+ ${n(seed.rows.versions)} versions) were seeded by an earlier run into the kept database ${seed.reusedFrom} (BENCH_SEARCH_KEEP_DATABASE) and reused, migrated to this commit's schema.`
+      : `- **Seeding: ${n(seed.rows.agents)} agents (+ ${n(seed.rows.versions)} versions) in ${seed.insertS.toFixed(1)} s = ${n(agentsPerS)} agents/s**, then VACUUM ANALYZE in ${seed.maintenanceS.toFixed(1)} s (clients: ${seed.clientsS.toFixed(1)} s, one argon2id hash).`,
     `- The bearer token belongs to \`${corpus.tokenClient}\`, the publisher with the most private agents (${n(corpus.tokenClientPrivate)}): the browse total is ${n(corpus.anonymousTotal)} for anonymous callers and ${n(corpus.clientTotal)} for it.`,
   );
 
@@ -207,7 +215,7 @@ export function renderSearchSection(report: SearchReport): string {
       const total = e.statements.reduce((sum, s) => sum + s.executionMs, 0);
       lines.push(
         "",
-        `**${e.kind}**: \`${decodeURIComponent(e.path)}\`${e.auth ? " (with the token)" : ""}: search ${fmtMs(e.searchMs)} in process; statements ${e.statements.map((s) => `${s.role} ${fmtMs(s.executionMs)}`).join(", ")} (sum ${fmtMs(total)}; page and counts run side by side on two connections, one after the other on PGlite).`,
+        `**${e.kind}**: \`${decodeURIComponent(e.path)}\`${e.auth ? " (with the token)" : ""}: search ${fmtMs(e.searchMs)} in process; statements ${e.statements.map((s) => `${s.role} ${fmtMs(s.executionMs)}`).join(", ")} (sum ${fmtMs(total)}; they run one after the other, the page's records last).`,
       );
       for (const s of e.statements) {
         lines.push(

@@ -1,8 +1,9 @@
 /**
  * Seeds the search corpus straight into the database, in multi-row INSERTs, deriving every column with
  * the code a publish runs: analyzeCard (generation, url, name, description, version, facets), cardHash,
- * facetKeysOf and searchDocument from the agents repo, the agents_feed_stamp trigger for seq and
- * ever_public; plus the first agent_versions row of each agent, as publish writes it. 100k publishes
+ * facetKeysOf from the agents repo, the agents_feed_stamp trigger for seq and ever_public, the
+ * agent_search triggers for each agent's search row; plus the first agent_versions row of each agent,
+ * as publish writes it. 100k publishes
  * through the API would take minutes; this takes the write path's CPU work without its round trips.
  *
  * What differs from 100k real publishes, on purpose: no audit rows (search never reads them); health
@@ -11,11 +12,11 @@
  */
 import { sql } from "drizzle-orm";
 import type { PgInsertValue } from "drizzle-orm/pg-core";
-import { agents, agentVersions, clients, entitlements } from "../src/infra/db/schema";
+import { agentSearch, agents, agentVersions, clients, entitlements } from "../src/infra/db/schema";
 import type { Database } from "../src/infra/db/client";
 import { analyzeCard, cardHash } from "../src/modules/agents/card";
-import { facetKeysOf, searchDocument, searchDocumentFromColumns } from "../src/modules/agents/repo";
-import { agentIdOf, generateAgent, OWNER_COUNT, ownerId } from "./search-corpus";
+import { facetKeysOf } from "../src/modules/agents/repo";
+import { agentIdOf, type GeneratedAgent, generateAgent, OWNER_COUNT, ownerId } from "./search-corpus";
 
 export const SEED_BATCH = 1000;
 
@@ -33,10 +34,6 @@ export type SeedTimings = {
   maintenanceS: number;
   rows: { agents: number; versions: number; entitlements: number; clients: number };
 };
-
-/** Same text publish indexes at weight B (repo.ts skillTextOf): skills then tags, space separated. */
-const skillTextOf = (values: { skills: string[]; tags: string[] }) =>
-  [...values.skills, ...values.tags].join(" ");
 
 function buildBatch(from: number, to: number, corpus: SeededCorpus) {
   const agentRows: Array<PgInsertValue<typeof agents>> = [];
@@ -76,15 +73,10 @@ function buildBatch(from: number, to: number, corpus: SeededCorpus) {
       ...columns,
       health: generated.health,
       checkedAt: generated.health === "unknown" ? null : new Date(Date.now() - ((i * 7919) % 3_600_000)),
-      // As agentsRepo.insert: the facet keys and the weighted document from the same helpers, seq from
-      // the sequence (the trigger replaces it, as it does for a publish).
+      // As agentsRepo.insertPublished: the facet keys from the same helper, seq from the sequence (the
+      // trigger replaces it, as it does for a publish).
       facetKeys: facetKeysOf(columns),
       seq: sql`nextval('agent_seq')`,
-      searchDoc: searchDocument({
-        name: columns.name,
-        description: columns.description,
-        skillText: skillTextOf(columns),
-      }),
     });
     versionRows.push({
       agentId: id,
@@ -93,13 +85,57 @@ function buildBatch(from: number, to: number, corpus: SeededCorpus) {
       cardHash: hash,
     });
     for (const clientId of generated.entitled) entitlementRows.push({ agentId: id, clientId });
-    corpus.names[i] = generated.name;
-    corpus.visibility[i] = generated.visibility;
-    corpus.owners[i] = generated.owner;
-    if (generated.visibility === "private")
-      corpus.privateOf.set(generated.owner, (corpus.privateOf.get(generated.owner) ?? 0) + 1);
+    describe(corpus, i, generated);
   }
   return { agentRows, versionRows, entitlementRows };
+}
+
+function describe(corpus: SeededCorpus, i: number, generated: GeneratedAgent) {
+  corpus.names[i] = generated.name;
+  corpus.visibility[i] = generated.visibility;
+  corpus.owners[i] = generated.owner;
+  if (generated.visibility === "private")
+    corpus.privateOf.set(generated.owner, (corpus.privateOf.get(generated.owner) ?? 0) + 1);
+}
+
+/**
+ * What the query mix needs of a corpus seeded by an earlier run into a kept database: the corpus is
+ * deterministic, so it is generated again rather than read back. Throws when the database holds a
+ * different number of agents (another size, or a seeding that did not finish). The publishing clients
+ * get `secret`, as seedCorpus would have given them.
+ */
+export async function reuseCorpus(
+  database: Database,
+  options: { count: number; secret: string },
+): Promise<{ corpus: SeededCorpus; timings: SeedTimings }> {
+  const [counted] = (await database.rows<{ agents: number; versions: number; entitlements: number }>(sql`
+    select (select count(*) from ${agents})::int as agents, (select count(*) from ${agentVersions})::int as versions,
+      (select count(*) from ${entitlements})::int as entitlements`)) as [
+    { agents: number; versions: number; entitlements: number },
+  ];
+  if (Number(counted.agents) !== options.count)
+    throw new Error(
+      `the kept database holds ${counted.agents} agents, not ${options.count}: drop it (or name another) to seed afresh`,
+    );
+  const corpus: SeededCorpus = { names: [], visibility: [], owners: [], privateOf: new Map() };
+  for (let i = 0; i < options.count; i++) describe(corpus, i, generateAgent(i));
+  const started = performance.now();
+  const secretHash = await Bun.password.hash(options.secret, { algorithm: "argon2id" });
+  await database.db.update(clients).set({ secretHash }).where(sql`${clients.clientId} like 'bench-client-%'`);
+  return {
+    corpus,
+    timings: {
+      clientsS: (performance.now() - started) / 1000,
+      insertS: 0,
+      maintenanceS: 0,
+      rows: {
+        agents: Number(counted.agents),
+        versions: Number(counted.versions),
+        entitlements: Number(counted.entitlements),
+        clients: OWNER_COUNT,
+      },
+    },
+  };
 }
 
 /**
@@ -155,7 +191,7 @@ export async function seedCorpus(
   const insertS = (performance.now() - insertStarted) / 1000;
 
   const maintenanceStarted = performance.now();
-  for (const table of ["agents", "agent_versions", "entitlements", "clients"])
+  for (const table of ["agents", "agent_search", "agent_versions", "entitlements", "clients"])
     await database.rows(sql.raw(`vacuum analyze ${table}`));
   const maintenanceS = (performance.now() - maintenanceStarted) / 1000;
   return {
@@ -170,18 +206,19 @@ export async function seedCorpus(
 }
 
 /**
- * Checks on a 1% sample that what was seeded is what the registry derives itself: the search document
- * equals the one a reindex rebuilds from the row's columns. Returns the sample size; throws on any mismatch.
+ * Checks on a 1% sample that what was seeded is what the registry derives itself: every live agent has
+ * its search row, with the document a reindex rebuilds from the agent's columns. Returns the sample
+ * size; throws on any mismatch.
  */
 export async function verifySeeded(database: Database): Promise<number> {
   const rows = await database.rows<{ sampled: number; differing: number }>(sql`
     select count(*)::int as sampled,
-      count(*) filter (where ${agents.searchDoc} is distinct from ${searchDocumentFromColumns()})::int as differing
-    from ${agents} where ${agents.seq} % 100 = 0`);
+      count(*) filter (where ${agentSearch.searchDoc} is distinct from
+        agent_search_document(${agents.name}, ${agents.description}, ${agents.skills}, ${agents.tags}))::int as differing
+    from ${agents} left join ${agentSearch} on ${agentSearch.id} = ${agents.id}
+    where ${agents.seq} % 100 = 0 and ${agents.deletedAt} is null`);
   const { sampled, differing } = rows[0]!;
   if (Number(differing) > 0)
-    throw new Error(
-      `${differing} of ${sampled} sampled agents have a search document a reindex would change`,
-    );
+    throw new Error(`${differing} of ${sampled} sampled agents lack the search row a reindex would write`);
   return Number(sampled);
 }

@@ -14,7 +14,8 @@
  * Environment: BENCH_DATABASE_URL / BENCH_REDIS_URL (unset: embedded PGlite in a temp dir),
  * BENCH_SEARCH_AGENTS (100000), BENCH_SEARCH_PATHS (4000), BENCH_DURATION (10 s), BENCH_CONNECTIONS (16),
  * BENCH_THREADS (2), BENCH_WARMUP (3 s), BENCH_SEARCH_SEED_CONCURRENCY (4; PGlite always 1),
- * BENCH_OUTPUT (BENCHMARKS.md). Everything listens on and talks to 127.0.0.1 only.
+ * BENCH_OUTPUT (BENCHMARKS.md), BENCH_SEARCH_KEEP_DATABASE (Postgres: seed into a database of that name
+ * and keep it; a later run with the same name migrates and reuses it instead of seeding). Everything listens on and talks to 127.0.0.1 only.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -25,7 +26,7 @@ import { agentIdOf, ORGANIZATIONS, ownerId, TAG_WORDS } from "./search-corpus";
 import { type ExplainedStatement, openExplainer } from "./search-explain";
 import { buildQueryMix, KIND_INFO, type MixPath, QUERY_KINDS, type QueryKind } from "./search-queries";
 import { cpuText, renderSearchSection, type SearchReport } from "./search-report";
-import { seedCorpus, verifySeeded } from "./search-seed";
+import { reuseCorpus, seedCorpus, verifySeeded } from "./search-seed";
 import { prepareBackend } from "./support/backend";
 import { machineInfo } from "./support/machine";
 import { type CpuSample, cpuMeter } from "./support/cpu";
@@ -121,7 +122,8 @@ async function main() {
   const tmp = mkdtempSync(join(tmpdir(), "a2a-bench-search-"));
   onCleanup(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
 
-  const backend = await prepareBackend(runId);
+  const keepDatabase = process.env.BENCH_SEARCH_KEEP_DATABASE || undefined;
+  const backend = await prepareBackend(runId, { keepDatabase });
   console.log(`backend: ${backend.description}`);
   const machine = machineInfo(REPO);
   for (const [k, v] of machine) console.log(`${k}: ${v}`);
@@ -141,23 +143,30 @@ async function main() {
   let verifiedSample: number;
   try {
     await database.migrate();
-    process.stdout.write(
-      `seeding ${settings.agents.toLocaleString("en-US")} agents (${seedConcurrency} batch${seedConcurrency > 1 ? "es" : ""} in flight) ... `,
-    );
-    let shown = 0;
-    seeded = await seedCorpus(database, {
-      count: settings.agents,
-      concurrency: seedConcurrency,
-      secret: clientSecret,
-      progress: (done) => {
-        if (done - shown >= settings.agents / 10) {
-          shown = done;
-          process.stdout.write(`${Math.round((done / settings.agents) * 100)}% `);
-        }
-      },
-    });
-    const t = seeded.timings;
-    console.log(`inserted in ${t.insertS.toFixed(1)} s, VACUUM ANALYZE ${t.maintenanceS.toFixed(1)} s`);
+    if (backend.reused) {
+      // Seeded by an earlier run with the same knob; migrated above, so a schema change applies to it.
+      process.stdout.write(`reusing the agents of ${keepDatabase} ... `);
+      seeded = await reuseCorpus(database, { count: settings.agents, secret: clientSecret });
+      console.log(`${settings.agents.toLocaleString("en-US")} agents`);
+    } else {
+      process.stdout.write(
+        `seeding ${settings.agents.toLocaleString("en-US")} agents (${seedConcurrency} batch${seedConcurrency > 1 ? "es" : ""} in flight) ... `,
+      );
+      let shown = 0;
+      seeded = await seedCorpus(database, {
+        count: settings.agents,
+        concurrency: seedConcurrency,
+        secret: clientSecret,
+        progress: (done) => {
+          if (done - shown >= settings.agents / 10) {
+            shown = done;
+            process.stdout.write(`${Math.round((done / settings.agents) * 100)}% `);
+          }
+        },
+      });
+      const t = seeded.timings;
+      console.log(`inserted in ${t.insertS.toFixed(1)} s, VACUUM ANALYZE ${t.maintenanceS.toFixed(1)} s`);
+    }
     verifiedSample = await verifySeeded(database);
   } finally {
     await database.close();
@@ -475,7 +484,12 @@ async function main() {
     registryEnv: shownEnv(registryEnv),
     machine,
     settings,
-    seed: { ...timings, concurrency: seedConcurrency, verifiedSample },
+    seed: {
+      ...timings,
+      concurrency: seedConcurrency,
+      verifiedSample,
+      reusedFrom: backend.reused ? keepDatabase : undefined,
+    },
     corpus: {
       agents: settings.agents,
       privateAgents: corpus.visibility.filter((v) => v === "private").length,

@@ -292,7 +292,7 @@ describe.if(Boolean(process.env.TEST_DATABASE_URL))("cli [postgres via DATABASE_
     expect((await requestToken(t, created.clientId, created.clientSecret)).status).toBe(401);
   });
 
-  test("reindex rebuilds lost search documents, with progress and a final count", async () => {
+  test("reindex rebuilds lost or damaged search rows, with progress and a final count", async () => {
     const writer = await t.client(["agents:write"], "reindex writer");
     for (const n of [1, 2, 3]) {
       const res = await t.request("/v1/agents", {
@@ -317,14 +317,32 @@ describe.if(Boolean(process.env.TEST_DATABASE_URL))("cli [postgres via DATABASE_
     const found = async () =>
       (await json<{ total: number }>(await t.request("/v1/search?q=quokkas&consistent=true"))).total;
     expect(await found()).toBe(3);
-    await t.db.database.rows(sql`update agents set search_doc = null, facet_keys = '{}'`);
-    expect(await found()).toBe(0);
+    // Damage what the triggers derived: one agent's search row lost, the others emptied, and a search row
+    // left behind for an agent that is gone.
+    const [lost] = await t.db.database.rows<{ id: string }>(
+      sql`delete from agent_search where id = (select id from agent_search order by seq limit 1) returning id`,
+    );
+    await t.db.database.rows(sql`update agent_search set search_doc = ''::tsvector, facet_keys = '{}'`);
+    await t.db.database.rows(sql`alter table agents disable trigger agent_search_updated`);
+    await t.db.database.rows(
+      sql`update agents set deleted_at = now(), status = 'deleted' where id = ${lost!.id}`,
+    );
+    await t.db.database.rows(sql`alter table agents enable trigger agent_search_updated`);
+    await t.db.database.rows(sql`insert into agent_search (id, seq, visibility, owner, status, health, streaming,
+      signature, provider, name, facet_keys, search_doc)
+      select id, seq, visibility, owner, 'active', health, streaming, signature, provider, lower(name), facet_keys,
+        to_tsvector('simple', 'quokkas') from agents where id = ${lost!.id}`);
+    expect(await found()).toBe(1);
 
     const result = await runCli(["reindex"], env());
     expect(result.code, result.stdout + result.stderr).toBe(0);
-    expect(result.stdout).toMatch(/^reindexed 3 agents into postgres in [\d.]+s$/m);
-    expect(result.stderr).toContain("100% 3/3 agents");
-    expect(await found()).toBe(3);
-    expect((await json<{ total: number }>(await t.request("/v1/search?tag=t"))).total).toBe(3);
+    expect(result.stdout).toMatch(/^reindexed 2 agents into postgres in [\d.]+s$/m);
+    expect(result.stderr).toContain("100% 2/2 agents");
+    expect(await found()).toBe(2);
+    expect((await json<{ total: number }>(await t.request("/v1/search?tag=t&consistent=true"))).total).toBe(
+      2,
+    );
+    const rows = await t.db.database.rows<{ n: number }>(sql`select count(*)::int as n from agent_search`);
+    expect(Number(rows[0]!.n)).toBe(2);
   });
 });

@@ -1,7 +1,8 @@
 /**
  * Upgrading an existing database: rows written by the schema of migration 0006 (the card stored as jsonb
  * beside its exact text, in agents and agent_versions) are still served byte for byte after 0007 drops
- * the jsonb copies, and the upgraded database takes new writes.
+ * the jsonb copies, and the upgraded database takes new writes. Agents written before 0008 get their
+ * search rows (agent_search) from it, and search finds them as before.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -17,7 +18,7 @@ import { analyzeCard, cardHash } from "../src/modules/agents/card";
 import { facetKeysOf } from "../src/modules/agents/repo";
 import { copyId } from "../src/modules/federation/page";
 import { createTestApp, json, type TestApp } from "./support/app";
-import { BACKENDS, createTestDatabase } from "./support/db";
+import { type BackendName, BACKENDS, createTestDatabase } from "./support/db";
 import { cardFor } from "./support/federation";
 
 type Journal = { entries: Array<{ idx: number; tag: string }> };
@@ -46,29 +47,33 @@ const textArray = (values: string[]) =>
 /** The card's text as a publisher might send it: its own key order and spacing, not canonical. */
 const published = (card: Record<string, unknown>) => JSON.stringify(card, null, 1);
 
-/** An agent row and its versions as the 0006 schema stored them: card jsonb and card_raw, both. */
-async function insertAt0006(
-  database: Database,
-  row: {
-    id: string;
-    owner: string | null;
-    visibility: "public" | "private";
-    texts: string[];
-    origin?: { registry: string; id: string };
-    deleted?: boolean;
-  },
-) {
+type LegacyRow = {
+  id: string;
+  owner: string | null;
+  visibility: "public" | "private";
+  texts: string[];
+  origin?: { registry: string; id: string };
+  deleted?: boolean;
+};
+
+/**
+ * An agent row and its versions as an older schema stored them: at 0006 the card as jsonb beside its
+ * text (`jsonb`), at 0007 the text only.
+ */
+async function insertLegacy(database: Database, row: LegacyRow, jsonb: boolean) {
   const latest = row.texts.at(-1)!;
   const analysis = analyzeCard(JSON.parse(latest));
   if (!analysis.ok) throw new Error("fixture card is invalid");
   const f = analysis.facets;
+  const card = (text: string) => (jsonb ? sql`${text}::jsonb, ` : sql``);
+  const cardColumn = jsonb ? sql`card, ` : sql``;
   await database.rows(sql`
     insert into agents (id, owner, name, description, url, visibility, status, generation, protocol_version,
-      latest_version, card, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
+      latest_version, ${cardColumn}card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
       streaming, provider, origin_registry, origin_id, seq, deleted_at)
     values (${row.id}, ${row.owner}, ${analysis.name}, ${analysis.description}, ${analysis.primaryUrl},
       ${row.visibility}, ${row.deleted ? "deleted" : "active"}, ${analysis.generation},
-      ${analysis.protocolVersion}, ${analysis.version}, ${latest}::jsonb, ${latest},
+      ${analysis.protocolVersion}, ${analysis.version}, ${card(latest)}${latest},
       ${cardHash(JSON.parse(latest))}, ${textArray(f.skills)}, ${textArray(f.tags)}, ${textArray(f.inputModes)},
       ${textArray(f.outputModes)}, ${textArray(facetKeysOf(f))}, ${f.streaming}, ${f.provider},
       ${row.origin?.registry ?? null}, ${row.origin?.id ?? null}, nextval('agent_seq'),
@@ -76,9 +81,35 @@ async function insertAt0006(
   for (const text of row.texts) {
     const version = (JSON.parse(text) as { version: string }).version;
     await database.rows(sql`
-      insert into agent_versions (agent_id, version, card, card_raw, card_hash)
-      values (${row.id}, ${version}, ${text}::jsonb, ${text}, ${cardHash(JSON.parse(text))})`);
+      insert into agent_versions (agent_id, version, ${cardColumn}card_raw, card_hash)
+      values (${row.id}, ${version}, ${card(text)}${text}, ${cardHash(JSON.parse(text))})`);
   }
+}
+
+const insertAt0006 = (database: Database, row: LegacyRow) => insertLegacy(database, row, true);
+const insertAt0007 = (database: Database, row: LegacyRow) => insertLegacy(database, row, false);
+
+/**
+ * The app over a database an older release left: migrated up to `lastIdx`, filled by `fill` as that
+ * release wrote, then upgraded as a boot of this release does (the pending migrations applied).
+ */
+async function upgradedApp(
+  backend: BackendName,
+  lastIdx: number,
+  fill: (database: Database) => Promise<void>,
+) {
+  const folder = migrationsUpTo(lastIdx);
+  const db = await createTestDatabase(backend, { migrate: false });
+  await migrateWith(db.database, folder);
+  await fill(db.database);
+  await db.database.migrate();
+  const t = await createTestApp(backend, { db });
+  const close = async () => {
+    await t.close();
+    await t.db.drop();
+    rmSync(folder, { recursive: true, force: true });
+  };
+  return { t, close };
 }
 
 const columnsOf = async (database: Database, table: string) =>
@@ -91,7 +122,7 @@ const columnsOf = async (database: Database, table: string) =>
 for (const backend of BACKENDS) {
   describe(`migration 0007: the card's text is its only copy [${backend}]`, () => {
     let t: TestApp;
-    let folder: string;
+    let close: () => Promise<void>;
     const ownerSecret = `owner-secret-${crypto.randomUUID()}`;
     const v1 = cardFor("Upgraded", { version: "1.0.0" });
     const v2 = { ...v1, version: "1.1.0", description: "The second version, spelt with its own spacing." };
@@ -102,43 +133,35 @@ for (const backend of BACKENDS) {
     const gone = { id: crypto.randomUUID(), text: published(cardFor("Retired")) };
 
     beforeAll(async () => {
-      folder = migrationsUpTo(6);
-      const db = await createTestDatabase(backend, { migrate: false });
-      await migrateWith(db.database, folder);
-      expect(await columnsOf(db.database, "agents")).toContain("card");
-      await db.database.rows(sql`insert into clients (id, client_id, secret_hash, name, scopes)
+      ({ t, close } = await upgradedApp(backend, 6, async (database) => {
+        expect(await columnsOf(database, "agents")).toContain("card");
+        await database.rows(sql`insert into clients (id, client_id, secret_hash, name, scopes)
         values (${crypto.randomUUID()}, 'legacy-owner', ${await Bun.password.hash(ownerSecret, { algorithm: "argon2id" })},
           'owner from before', ${textArray(["agents:write"])})`);
-      await insertAt0006(db.database, { ...local, owner: "legacy-owner", visibility: "public" });
-      await insertAt0006(db.database, {
-        id: hidden.id,
-        owner: "legacy-owner",
-        visibility: "private",
-        texts: [hidden.text],
-      });
-      await insertAt0006(db.database, {
-        id: copy.id,
-        owner: null,
-        visibility: "public",
-        texts: [copy.text],
-        origin: { registry: "old-peer", id: originId },
-      });
-      await insertAt0006(db.database, {
-        id: gone.id,
-        owner: "legacy-owner",
-        visibility: "public",
-        texts: [gone.text],
-        deleted: true,
-      });
-      // What a boot of this release does: the pending migration (0007) is applied.
-      await db.database.migrate();
-      t = await createTestApp(backend, { db });
+        await insertAt0006(database, { ...local, owner: "legacy-owner", visibility: "public" });
+        await insertAt0006(database, {
+          id: hidden.id,
+          owner: "legacy-owner",
+          visibility: "private",
+          texts: [hidden.text],
+        });
+        await insertAt0006(database, {
+          id: copy.id,
+          owner: null,
+          visibility: "public",
+          texts: [copy.text],
+          origin: { registry: "old-peer", id: originId },
+        });
+        await insertAt0006(database, {
+          id: gone.id,
+          owner: "legacy-owner",
+          visibility: "public",
+          texts: [gone.text],
+          deleted: true,
+        });
+      }));
     });
-    afterAll(async () => {
-      await t.close();
-      await t.db.drop();
-      rmSync(folder, { recursive: true, force: true });
-    });
+    afterAll(() => close());
 
     const ownerToken = async () =>
       (
@@ -228,6 +251,98 @@ for (const backend of BACKENDS) {
       expect(created.status).toBe(201);
       const { id } = await json<{ id: string }>(created);
       expect(JSON.parse(await (await t.request(`/v1/agents/${id}/card`)).text())).toEqual(fresh);
+    });
+  });
+}
+
+for (const backend of BACKENDS) {
+  describe(`migration 0008: agents written before get their search rows [${backend}]`, () => {
+    let t: TestApp;
+    let close: () => Promise<void>;
+    const describeAs = (name: string, description: string) => cardFor(name, { name, description });
+    const shown = {
+      id: crypto.randomUUID(),
+      text: published(describeAs("Upgraded Oracle", "Reads marmalade omens.")),
+    };
+    const hidden = {
+      id: crypto.randomUUID(),
+      text: published(describeAs("Hidden Oracle", "Reads marmalade runes.")),
+    };
+    const copy = {
+      id: copyId("old-peer", "o-1"),
+      text: JSON.stringify(describeAs("Copied Oracle", "Reads marmalade stars.")),
+    };
+    const gone = {
+      id: crypto.randomUUID(),
+      text: published(describeAs("Retired Oracle", "Reads marmalade tea.")),
+    };
+
+    beforeAll(async () => {
+      ({ t, close } = await upgradedApp(backend, 7, async (database) => {
+        expect(await columnsOf(database, "agents")).toContain("search_doc");
+        await insertAt0007(database, {
+          id: shown.id,
+          owner: "someone",
+          visibility: "public",
+          texts: [shown.text],
+        });
+        await insertAt0007(database, {
+          id: hidden.id,
+          owner: "someone",
+          visibility: "private",
+          texts: [hidden.text],
+        });
+        await insertAt0007(database, {
+          id: copy.id,
+          owner: null,
+          visibility: "public",
+          texts: [copy.text],
+          origin: { registry: "old-peer", id: "o-1" },
+        });
+        await insertAt0007(database, {
+          id: gone.id,
+          owner: "someone",
+          visibility: "public",
+          texts: [gone.text],
+          deleted: true,
+        });
+      }));
+    });
+    afterAll(() => close());
+
+    test("every live agent has its search row, the document derived from its columns; none for the tombstone", async () => {
+      expect(await columnsOf(t.db.database, "agents")).not.toContain("search_doc");
+      const rows = await t.db.database.rows<{ id: string; same: boolean }>(sql`
+        select s.id, s.search_doc = agent_search_document(a.name, a.description, a.skills, a.tags)
+          and s.seq = a.seq and s.visibility = a.visibility and s.name = lower(a.name) as same
+        from agent_search s join agents a on a.id = s.id order by a.seq`);
+      expect(rows).toEqual([
+        { id: shown.id, same: true },
+        { id: hidden.id, same: true },
+        { id: copy.id, same: true },
+      ]);
+    });
+
+    test("search finds them as before: visibility, totals and new writes", async () => {
+      const names = async (token?: string) =>
+        (
+          await json<{ total: number; items: Array<{ agent: { name: string } }> }>(
+            await t.request("/v1/search?q=marmalade&consistent=true", token ? { token } : {}),
+          )
+        ).items
+          .map((item) => item.agent.name)
+          .sort();
+      expect(await names()).toEqual(["Copied Oracle", "Upgraded Oracle"]);
+      const admin = await t.client(["admin"], "upgrade admin");
+      expect(await names(admin.token)).toEqual(["Copied Oracle", "Hidden Oracle", "Upgraded Oracle"]);
+      const writer = await t.client(["agents:write"], "upgrade writer");
+      const created = await t.request("/v1/agents", {
+        method: "POST",
+        token: writer.token,
+        json: { card: describeAs("Fresh Oracle", "Reads marmalade clouds.") },
+      });
+      expect(created.status).toBe(201);
+      expect(await names()).toEqual(["Copied Oracle", "Fresh Oracle", "Upgraded Oracle"]);
     });
   });
 }

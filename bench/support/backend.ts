@@ -33,8 +33,14 @@ function warnIfRemote(name: string, url: URL) {
  * (`a2a_bench_<time>`) created from that URL and dropped at the end, so a run never reads or leaves data
  * in a database someone uses. With BENCH_REDIS_URL: the db number in that URL, flushed before and after;
  * db 0 is refused because it is where everything else lives by default.
+ *
+ * `keepDatabase` (Postgres only): use the database of that name instead, created when missing and kept
+ * at the end, so a later run can find what this one seeded (the search bench's BENCH_SEARCH_KEEP_DATABASE).
  */
-export async function prepareBackend(runId: string): Promise<Backend> {
+export async function prepareBackend(
+  runId: string,
+  options: { keepDatabase?: string } = {},
+): Promise<Backend & { reused: boolean }> {
   const databaseUrl = process.env.BENCH_DATABASE_URL;
   const redisUrl = process.env.BENCH_REDIS_URL;
   if (!databaseUrl) {
@@ -47,6 +53,7 @@ export async function prepareBackend(runId: string): Promise<Backend> {
       description: `embedded: PGlite in a temporary DATA_DIR (${dataDir}), no Redis (in-process cache and limiter)`,
       env: { DATA_DIR: dataDir },
       versions: {},
+      reused: false,
     };
   }
 
@@ -54,32 +61,43 @@ export async function prepareBackend(runId: string): Promise<Backend> {
   if (!/^postgres(ql)?:$/.test(adminUrl.protocol))
     throw new Error("BENCH_DATABASE_URL must be a postgres:// URL");
   warnIfRemote("BENCH_DATABASE_URL", adminUrl);
-  const dbName = `a2a_bench_${runId}`;
+  const kept = options.keepDatabase;
+  if (kept !== undefined && !/^a2a_bench_\w+$/.test(kept))
+    throw new Error(`a kept bench database is named a2a_bench_<letters, digits, _>, not "${kept}"`);
+  const dbName = kept ?? `a2a_bench_${runId}`;
   const admin = new SQL(databaseUrl);
   let postgresVersion: string;
+  let reused = false;
   try {
     const rows = (await admin`show server_version`) as Array<{ server_version: string }>;
     postgresVersion = rows[0]?.server_version ?? "unknown";
-    await admin.unsafe(`create database "${dbName}"`);
+    reused =
+      kept !== undefined && (await admin`select 1 from pg_database where datname = ${kept}`).length > 0;
+    if (!reused) await admin.unsafe(`create database "${dbName}"`);
   } catch (error) {
     await admin.close();
     throw new Error(
       `cannot create the bench database from ${maskUrl(databaseUrl)}: ${error instanceof Error ? error.message : error}`,
     );
   }
-  onCleanup(`drop database ${dbName}`, async () => {
-    try {
-      // FORCE ends connections a killed registry may have left behind (Postgres 13+).
-      await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
-    } finally {
-      await admin.close();
-    }
-  });
+  if (kept === undefined)
+    onCleanup(`drop database ${dbName}`, async () => {
+      try {
+        // FORCE ends connections a killed registry may have left behind (Postgres 13+).
+        await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
+      } finally {
+        await admin.close();
+      }
+    });
+  else await admin.close();
   const runUrl = new URL(databaseUrl);
   runUrl.pathname = `/${dbName}`;
   const env: Record<string, string> = { DATABASE_URL: runUrl.toString() };
   const versions: Backend["versions"] = { postgres: postgresVersion };
-  let description = `postgres: database ${dbName} created for this run on ${maskUrl(databaseUrl)} (dropped at the end)`;
+  let description =
+    kept === undefined
+      ? `postgres: database ${dbName} created for this run on ${maskUrl(databaseUrl)} (dropped at the end)`
+      : `postgres: database ${dbName} on ${maskUrl(databaseUrl)} (${reused ? "reused from an earlier run" : "created"}, kept at the end)`;
 
   if (!redisUrl) {
     return {
@@ -87,6 +105,7 @@ export async function prepareBackend(runId: string): Promise<Backend> {
       description: `${description}; no Redis (in-process cache and limiter)`,
       env,
       versions,
+      reused,
     };
   }
   const parsedRedis = new URL(redisUrl);
@@ -116,5 +135,5 @@ export async function prepareBackend(runId: string): Promise<Backend> {
   });
   env.REDIS_URL = redisUrl;
   description += `; Redis ${maskUrl(redisUrl)} (db ${dbNumber}, flushed before and after)`;
-  return { kind: "postgres+redis", description, env, versions };
+  return { kind: "postgres+redis", description, env, versions, reused };
 }

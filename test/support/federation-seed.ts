@@ -2,7 +2,7 @@
  * Fills a registry's database with N valid public agents in one SQL statement, far faster than
  * publishing through the API (used by the federation tests and bench/federation.ts). Each row is what
  * a publish would store: a valid card kept in canonical JSON (so card_hash is its real sha256), the
- * facets and search document derived from it, an owner, a seq. Run against a database no registry
+ * facets derived from it (the search row follows from the agents triggers), an owner, a seq. Run against a database no registry
  * process has open (PGlite) or any time (Postgres).
  */
 import { readFileSync } from "node:fs";
@@ -45,7 +45,6 @@ export async function seedAgents(
   const canonical = canonicalCardJson(template);
   const facets = analysis.facets;
   const facetKeys = facetKeysOf(facets);
-  const skillText = [...facets.skills, ...facets.tags].join(" ");
   const database = await openDatabase({
     url: target.databaseUrl,
     dataDir: target.dataDir ?? "unused",
@@ -57,17 +56,14 @@ export async function seedAgents(
     await database.rows(sql`
       insert into agents (id, owner, name, description, url, visibility, status, generation,
         protocol_version, latest_version, card_raw, card_hash, skills, tags, input_modes,
-        output_modes, facet_keys, streaming, provider, seq, search_doc)
+        output_modes, facet_keys, streaming, provider, seq)
       select gen_random_uuid(), 'seed-publisher', replace(${template.name as string}, ${N}, g::text),
         replace(${template.description as string}, ${N}, g::text), replace(${analysis.primaryUrl}, ${N}, g::text),
         'public', 'active', ${analysis.generation}, ${analysis.protocolVersion}, ${analysis.version},
         ${text}, encode(sha256(convert_to(${text}, 'UTF8')), 'hex'),
         ${textArray(facets.skills)}, ${textArray(facets.tags)}, ${textArray(facets.inputModes)},
         ${textArray(facets.outputModes)}, ${textArray(facetKeys)}, ${facets.streaming}, ${facets.provider},
-        nextval('agent_seq'),
-        setweight(to_tsvector('simple', replace(${template.name as string}, ${N}, g::text)), 'A') ||
-          setweight(to_tsvector('simple', ${skillText}), 'B') ||
-          setweight(to_tsvector('english', replace(${template.description as string}, ${N}, g::text)), 'C')
+        nextval('agent_seq')
       from generate_series(1, ${count}::int) g`);
     await database.rows(sql`
       insert into agent_versions (agent_id, version, card_raw, card_hash)

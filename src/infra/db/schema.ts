@@ -80,7 +80,6 @@ export const agents = pgTable(
     createdAt: timestamptz("created_at").notNull().defaultNow(),
     updatedAt: timestamptz("updated_at").notNull().defaultNow(),
     deletedAt: timestamptz("deleted_at"),
-    searchDoc: tsvector("search_doc"),
     /** Host whose /.well-known/jwks.json holds the key that verified the card's signature. */
     signatureDomain: text("signature_domain"),
     /** Why the signature is not valid (failed check, or key set unreachable at publish time). */
@@ -112,15 +111,49 @@ export const agents = pgTable(
     index("agents_owner_idx").on(t.owner),
     index("agents_updated_at_idx").on(t.updatedAt),
     index("agents_facet_keys_gin").using("gin", t.facetKeys),
-    index("agents_search_doc_gin").using("gin", t.searchDoc),
-    index("agents_name_trgm").using("gin", sql`lower(${t.name}) gin_trgm_ops`),
-    // The provider filter compares case-insensitively (migration 0006).
-    index("agents_provider_lower_idx").using("btree", sql`lower(${t.provider})`),
     index("agents_next_probe_idx")
       .on(t.nextProbeAt)
       .where(sql`${t.deletedAt} is null and ${t.originRegistry} is null`),
     /** Tombstone purge (change feed retention) finds old deletions without scanning live rows. */
     index("agents_deleted_at_idx").on(t.deletedAt).where(sql`${t.deletedAt} is not null`),
+  ],
+);
+
+/**
+ * What the Postgres search backend reads: one narrow row per live agent (deleted ones have none), kept
+ * by triggers on `agents` in the writing statement (migration 0007), so search is read-your-writes.
+ * Search walks thousands of rows for a broad word; over the wide agents rows (card text, timestamps,
+ * probe state) that read several times the pages, more than shared buffers hold at 100k agents. The
+ * weighted document is derived here and only here (`agent_search_document()`), from the agent's name,
+ * skills, tags and description; `bun run cli reindex` rebuilds every row from `agents`.
+ */
+export const agentSearch = pgTable(
+  "agent_search",
+  {
+    id: uuid("id").primaryKey(),
+    seq: bigint("seq", { mode: "number" }).notNull(),
+    visibility: text("visibility", { enum: ["public", "private"] }).notNull(),
+    owner: text("owner"),
+    status: text("status", { enum: ["active", "deprecated", "deleted"] }).notNull(),
+    health: text("health", { enum: ["unknown", "up", "down"] }).notNull(),
+    streaming: boolean("streaming").notNull(),
+    signature: text("signature", { enum: ["none", "valid", "invalid"] }).notNull(),
+    provider: text("provider"),
+    /** The name lower-cased: what the trigram index, the name tests and the similarity scores read. */
+    name: text("name").notNull(),
+    facetKeys: text("facet_keys").array().notNull(),
+    /** Name (weight A), skills and tags (B), description (C). */
+    searchDoc: tsvector("search_doc").notNull(),
+  },
+  (t) => [
+    index("agent_search_seq_idx").on(t.seq),
+    index("agent_search_doc_gin").using("gin", t.searchDoc),
+    index("agent_search_facet_keys_gin").using("gin", t.facetKeys),
+    index("agent_search_name_trgm").using("gin", sql`${t.name} gin_trgm_ops`),
+    // The words of the name: which agents have every query word in their name (the ranked name part).
+    index("agent_search_name_words").using("gin", sql`to_tsvector('simple', ${t.name})`),
+    // The provider filter compares case-insensitively.
+    index("agent_search_provider_idx").using("btree", sql`lower(${t.provider})`),
   ],
 );
 

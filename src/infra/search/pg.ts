@@ -1,9 +1,10 @@
-import { and, desc, getTableColumns, gt, inArray, isNull, type SQL, sql } from "drizzle-orm";
-import { filterConditions, searchDocumentFromColumns, visibleTo } from "../../modules/agents/repo";
+import { and, getTableColumns, inArray, type SQL, sql } from "drizzle-orm";
+import { PgDialect } from "drizzle-orm/pg-core";
+import { filterConditions, visibleTo } from "../../modules/agents/repo";
 import type { Caller } from "../../modules/auth/model";
 import { emptyFacets, type FacetCounts } from "../../modules/search/model";
 import type { Database } from "../db/client";
-import { agents } from "../db/schema";
+import { agentSearch, agents } from "../db/schema";
 import { queryTokens } from "./text";
 import {
   type BackendQuery,
@@ -14,16 +15,21 @@ import {
   type SearchRow,
 } from "./types";
 
-const { searchDoc: _searchDoc, ...rowColumns } = getTableColumns(agents);
+const rowColumns = getTableColumns(agents);
+/** The search rows: what every matching, ranking and counting statement reads (see agentSearch). */
+const S = agentSearch;
 
-/** Facet prefixes in agents.facet_keys and the response facet each one feeds. */
-const FACET_OF_PREFIX = {
-  skill: "skills",
-  tag: "tags",
-  in: "inputModes",
-  out: "outputModes",
-  provider: "providers",
-} as const satisfies Record<string, keyof FacetCounts>;
+/**
+ * Facet prefixes in facet_keys (and "provider:", added for counting) and the response facet of each,
+ * by the prefix's first letter (each is different).
+ */
+const FACET_PREFIXES: Record<string, [prefix: string, facet: keyof FacetCounts]> = {
+  s: ["skill:", "skills"],
+  t: ["tag:", "tags"],
+  i: ["in:", "inputModes"],
+  o: ["out:", "outputModes"],
+  p: ["provider:", "providers"],
+};
 
 /**
  * What one query may cost, whatever it matches. Exact totals, facets and relevance order over every
@@ -45,6 +51,13 @@ export type PostgresSearchLimits = {
    */
   fuzzyBelow: number;
   fuzzyWindow: number;
+  /**
+   * How a first text page finds its newest matches: walking seq backwards ("walk"), collecting them
+   * from the text index ("collect") or from the filters' indexes ("filters"). Unset, as in production:
+   * chosen per query from the planner's estimates. Set by the tests, whose few agents would always
+   * take one way, to run each way over the same corpus.
+   */
+  scan?: "walk" | "collect" | "filters";
 };
 
 export const DEFAULT_SEARCH_LIMITS: PostgresSearchLimits = {
@@ -64,10 +77,18 @@ export const DEFAULT_SEARCH_LIMITS: PostgresSearchLimits = {
  */
 const FACET_CACHE_ENTRIES = 2000;
 const FACET_CACHE_TTL_MS = 1000;
+/** Planner estimates kept across requests (see estimatedRows). */
+const ESTIMATE_CACHE_ENTRIES = 2000;
+const ESTIMATE_TTL_MS = 60_000;
 
 type Summary = { total: number; totalIsEstimate: boolean; facets: FacetCounts };
-type FacetSample = { keys: string[]; provider: string | null };
 type CountsEntry = { maxSeq: number; at: number; summary: Promise<Summary> };
+
+/**
+ * Facet keys counted over some matches: `seen` matches, each counted once per key it has
+ * (facet_keys plus "provider:<name>"); `complete` when they are every match.
+ */
+type Tally = { counts: Map<string, number>; seen: number; complete: boolean };
 
 function visibilityKey(caller: Caller): string {
   if (caller.kind !== "client") return "public";
@@ -82,7 +103,7 @@ const byCountThenValue = (a: [string, number], b: [string, number]) =>
  * value: a facet sample has thousands of skill values seen once, and nearly all of them lose to the
  * array's last entry in one comparison.
  */
-export function topFacetValues(counts: Map<string, number>): { value: string; count: number }[] {
+export function topFacetValues(counts: Iterable<[string, number]>): { value: string; count: number }[] {
   const top: [string, number][] = [];
   for (const entry of counts) {
     if (top.length === FACET_SIZE && byCountThenValue(entry, top[FACET_SIZE - 1]!) >= 0) continue;
@@ -97,6 +118,22 @@ export function topFacetValues(counts: Map<string, number>): { value: string; co
     if (top.length > FACET_SIZE) top.pop();
   }
   return top.map(([value, count]) => ({ value, count }));
+}
+
+/**
+ * One match's facet keys as the statements hand them over: facet_keys with "provider:<name>" appended
+ * (a null element when there is no provider). A sample's keys travel as one JSON array of these, parsed
+ * natively: reading a few hundred text[] values through the driver cost more than the query.
+ */
+const keysWithProvider = (keys: SQL, provider: SQL) => sql`${keys} || ('provider:' || ${provider})`;
+const sampleJson = (keys: SQL, provider: SQL) =>
+  sql`coalesce(json_agg(${keysWithProvider(keys, provider)}), '[]')::text`;
+
+function countKeys(tally: Tally, rows: (string | null)[][]) {
+  for (const keys of rows) {
+    tally.seen++;
+    for (const key of keys) if (key !== null) tally.counts.set(key, (tally.counts.get(key) ?? 0) + 1);
+  }
 }
 
 /** The planner's row estimate from an EXPLAIN (FORMAT JSON) result, as postgres.js or PGlite return it. */
@@ -119,11 +156,20 @@ const NAMELESS_SIMILARITY = 0.75;
 const TRIGRAM_DEFAULT = 0.6;
 /** Ranked matches score above UNRANKED even when their rank rounds to nothing. */
 const MIN_RANKED = 0.000001;
+/** How many times the rows the planner's estimate needs a newest-first walk may read (firstTextPage). */
+const WALK_SLACK = 3;
+/**
+ * The relative costs behind the choice of scan (firstTextPage), measured at 100k agents (µs of Postgres
+ * CPU): walking seq backwards reads on through the same pages with one test per row; collecting a match
+ * fetches a page of its own (then sorts); an index posting of a word is read for less.
+ */
+const SCAN_COST = { walkedRow: 0.45, fetchedRow: 2, posting: 0.5 };
 
 /**
- * Search on Postgres itself (and PGlite): the weighted `search_doc` tsvector written with each change,
- * plus pg_trgm word similarity on the lower-cased name so a misspelt name still matches. The index is
- * the agents row, updated in the writing transaction, so this backend is always read-your-writes.
+ * Search on Postgres itself (and PGlite): the weighted `search_doc` tsvector of each agent's search row
+ * (agent_search, written by triggers in the writing statement), plus pg_trgm word similarity on the
+ * lower-cased name so a misspelt name still matches. Every matching, ranking and counting statement
+ * reads the narrow search rows; only the page's hits are read from agents. Read-your-writes always.
  */
 export function createPostgresSearch(
   database: Database,
@@ -144,40 +190,58 @@ export function createPostgresSearch(
       return sql`(to_tsquery('simple', ${term}) || to_tsquery('english', ${term}))`;
     });
     const tsquery = sql`(${sql.join(perToken, sql` && `)})`;
-    const fullText = sql`${agents.searchDoc} @@ ${tsquery}`;
-    // The operator lets the trigram index find candidates at the session's threshold; the explicit
-    // test makes a page's similar names the same whatever threshold the index used for them.
+    const fullText = sql`${S.searchDoc} @@ ${tsquery}`;
+    // The same test in a form no index serves, for when another index should find the rows.
+    const fullTextUnindexed = sql`coalesce(${S.searchDoc} @@ ${tsquery}, false)`;
+    // The operator lets the trigram index find candidates at pg_trgm's threshold. A higher similarity
+    // asks agent_search_similar_names for them, which sets the threshold for its own scan: the index
+    // then spares the candidates, not only the results (at 0.6, "data pipeline" hands over hundreds of
+    // "... Pipeline ..." names to check, where 0.75 finds a few). The explicit test makes a page's
+    // similar names the same whatever threshold the index used for them.
     const fuzzyName = (similarity: number) =>
       similarity === TRIGRAM_DEFAULT
-        ? sql`${phrase} <% lower(${agents.name})`
-        : sql`(${phrase} <% lower(${agents.name}) and word_similarity(${phrase}, lower(${agents.name})) >= ${similarity})`;
-    const exactName = sql`lower(${agents.name}) = ${phrase}`;
-    // Every word in the name, tested on the name itself: `search_doc @@ 'word:A'` is served by the text
-    // index only with a recheck of every row that has the word anywhere (300 ms for a common one).
+        ? sql`${phrase} <% ${S.name}`
+        : sql`(${S.id} in (select agent_search_similar_names(${phrase}, ${similarity}::real))
+          and word_similarity(${phrase}, ${S.name}) >= ${similarity})`;
+
+    // Every word in the name, tested on the name's own words, which an index holds (agent_search_name_words):
+    // `search_doc @@ 'word:A'` is served by the text index only with a recheck of every row that has the
+    // word anywhere, and substrings through the trigram index hand over names with the word inside
+    // another (Stone for "one") to be parsed one by one.
     const nameQuery = sql.join(
       tokens.map((token, i) => sql`to_tsquery('simple', ${termOf(token, i)})`),
       sql` && `,
     );
-    const inName = sql`to_tsvector('simple', ${agents.name}) @@ (${nameQuery})`;
-    const substring = (token: string) => sql`lower(${agents.name}) like ${`%${token}%`}`;
-    // The substring tests let the trigram index on lower(name) find the candidates: the names with the
-    // word: up to about 2,000 for the commonest name words at 100k. (Space-delimited patterns spare the
-    // substrings of other words, Stone for "one", but cost an index scan each and measured no better.)
-    // A word under three letters has no trigram to look up.
-    const long = tokens.filter((token) => token.length >= 3).map(substring);
-    const nameMatch = long.length === 0 ? undefined : sql`(${sql.join(long, sql` and `)} and ${inName})`;
+    const nameMatch = sql`to_tsvector('simple', ${S.name}) @@ (${nameQuery})`;
     // Whether a match may have the query in its name, only to decide on the typo pass: substrings are
     // enough there, and cheaper than parsing each name.
-    const nameLike = sql`(${sql.join(tokens.map(substring), sql` and `)})`;
+    const nameLike = (name: SQL) =>
+      sql`(${sql.join(
+        tokens.map((token) => sql`${name} like ${`%${token}%`}`),
+        sql` and `,
+      )})`;
     // Rank weights {D, C, B, A}: a name hit outweighs a skill or tag hit, which outweighs a description
     // hit. Strict word similarity (whole words of the name) rewards near-misses without letting a long
     // name win on one shared word: "pricnig translator" ranks "Pricing Translator" above every
     // "... Translator Pro". An exact name wins outright. Rounded so the keyset cursor compares exactly
-    // the value it was given.
-    const score = sql<number>`round((ts_rank('{0.05,0.2,0.4,1.0}', ${agents.searchDoc}, ${tsquery})
-      + 0.5 * strict_word_similarity(${phrase}, lower(${agents.name}))
-      + (${exactName})::int)::numeric, 6)::float8`;
-    return { fullText, fuzzyName, nameLike, nameMatch, score, words: tokens.length };
+    // the value it was given; never below MIN_RANKED, so a ranked match sorts above the unranked rest.
+    const scoreOf = (
+      doc: SQL,
+      name: SQL,
+    ) => sql<number>`greatest(round((ts_rank('{0.05,0.2,0.4,1.0}', ${doc}, ${tsquery})
+      + 0.5 * strict_word_similarity(${phrase}, ${name})
+      + (${name} = ${phrase})::int)::numeric, 6)::float8, ${MIN_RANKED})`;
+    const score = scoreOf(sql`${S.searchDoc}`, sql`${S.name}`);
+    return {
+      fullText,
+      fullTextUnindexed,
+      fuzzyName,
+      nameLike,
+      nameMatch,
+      score,
+      scoreOf,
+      words: tokens.length,
+    };
   }
 
   type TextParts = ReturnType<typeof textParts>;
@@ -197,7 +261,7 @@ export function createPostgresSearch(
    */
   type Similar = string[] | undefined;
   const similarIn = (similar: Similar) =>
-    similar && similar.length > 0 ? inArray(agents.id, similar) : undefined;
+    similar && similar.length > 0 ? inArray(S.id, similar) : undefined;
 
   /** Every match of a text query: full text, plus the similar names its cut admits. */
   const matchesUnder = (base: SQL | undefined, text: TextParts, similar: Similar) => {
@@ -211,88 +275,84 @@ export function createPostgresSearch(
    */
   function rankedMatches(base: SQL | undefined, text: TextParts, cut: Cut, similar: Similar) {
     const parts = [
-      sql`select ${agents.id} from ${agents} where ${and(matchesUnder(base, text, similar), sql`${agents.seq} > ${cut.window}`)}`,
+      sql`select ${S.id} from ${S} where ${and(matchesUnder(base, text, similar), sql`${S.seq} > ${cut.window}`)}`,
     ];
-    if (cut.names !== undefined && text.nameMatch)
+    if (cut.names !== undefined)
       parts.push(
-        sql`select ${agents.id} from ${agents} where ${and(base, text.nameMatch, sql`${agents.seq} > ${cut.names}`)}`,
+        sql`select ${S.id} from ${S} where ${and(base, text.nameMatch, sql`${S.seq} > ${cut.names}`)}`,
       );
     const named = similarIn(similar);
-    if (named) parts.push(sql`select ${agents.id} from ${agents} where ${and(base, named)}`);
-    return sql`${agents.id} in (${sql.join(parts, sql` union all `)})`;
+    if (named) parts.push(sql`select ${S.id} from ${S} where ${and(base, named)}`);
+    return sql`${S.id} in (${sql.join(parts, sql` union all `)})`;
   }
 
   /** Whether a match is in the ranked part (the seq test first: it spares the others most rows). */
   function rankedUnder(text: TextParts, cut: Cut, similar: Similar) {
-    const parts = [sql`${agents.seq} > ${cut.window}`];
-    if (cut.names !== undefined && text.nameMatch)
-      parts.push(sql`(${agents.seq} > ${cut.names} and ${text.nameMatch})`);
+    const parts = [sql`${S.seq} > ${cut.window}`];
+    if (cut.names !== undefined) parts.push(sql`(${S.seq} > ${cut.names} and ${text.nameMatch})`);
     const named = similarIn(similar);
     if (named) parts.push(named);
     return sql`coalesce((${sql.join(parts, sql` or `)}), false)`;
   }
 
   /**
-   * Total and top facet values over the matches, exact while they number at most `exactCount`. Past
-   * that, facets are counted over the first `exactCount + 1` matches the scan meets and scaled to the
-   * planner's estimate of the total (never below what was seen), and the summary says so.
+   * Total and top facet values from a tally, exact when it counted every match. Otherwise facets were
+   * counted over a sample and are scaled to the planner's estimate of the total (never below what was
+   * seen), and the summary says so.
    */
-  async function computeSummary(where: SQL | undefined, taken?: FacetSample[]): Promise<Summary> {
-    const sample = limits.exactCount + 1;
-    // Counted here rather than by unnest + group by: the bounded sample is a few thousand keys, which a
-    // Map counts in a fraction of what the executor spends per unnested row.
-    const rows =
-      taken ??
-      (await database.rows<FacetSample>(sql`
-        select ${agents.facetKeys} as keys, ${agents.provider} as provider from ${agents} where ${where}
-        limit ${sample}`));
-    const seen = rows.length;
-    const totalIsEstimate = seen >= sample;
-    const counted = new Map<string, number>();
-    for (const row of rows) {
-      for (const key of row.keys) counted.set(key, (counted.get(key) ?? 0) + 1);
-      if (row.provider !== null) {
-        const key = `provider:${row.provider}`;
-        counted.set(key, (counted.get(key) ?? 0) + 1);
-      }
-    }
-    let total = seen;
-    if (totalIsEstimate) total = Math.max(Math.round(await estimatedRows(where)), sample);
-    const scale = totalIsEstimate ? total / seen : 1;
-    const byFacet = new Map<keyof FacetCounts, Map<string, number>>();
-    for (const [key, n] of counted) {
-      const colon = key.indexOf(":");
-      const facet = FACET_OF_PREFIX[key.slice(0, colon) as keyof typeof FACET_OF_PREFIX];
-      if (!facet) continue;
-      const values = byFacet.get(facet) ?? new Map<string, number>();
-      byFacet.set(facet, values);
-      values.set(key.slice(colon + 1), n);
+  async function summarize(tally: Tally, where: SQL | undefined): Promise<Summary> {
+    const totalIsEstimate = !tally.complete;
+    let total = tally.seen;
+    if (totalIsEstimate) total = Math.max(Math.round(await estimatedRows(where)), tally.seen);
+    const scale = totalIsEstimate ? total / tally.seen : 1;
+    // Ranked by the whole key (one prefix per facet orders values as the values alone would); only the
+    // winners lose their prefix. A sample has thousands of keys, most of them skills seen once.
+    const byPrefix = new Map<string, [string, number][]>();
+    for (const entry of tally.counts) {
+      const known = FACET_PREFIXES[entry[0][0] ?? ""];
+      if (!known || !entry[0].startsWith(known[0])) continue;
+      const entries = byPrefix.get(known[0]);
+      if (entries) entries.push(entry);
+      else byPrefix.set(known[0], [entry]);
     }
     const facets = emptyFacets();
     // Ordered by what was counted: rounding scaled counts could tie values the sample told apart.
-    for (const [facet, values] of byFacet)
-      facets[facet] = topFacetValues(values).map(({ value, count }) => ({
-        value,
+    for (const [prefix, entries] of byPrefix)
+      facets[FACET_PREFIXES[prefix[0]!]![1]] = topFacetValues(entries).map(({ value, count }) => ({
+        value: value.slice(prefix.length),
         count: Math.max(1, Math.round(count * scale)),
       }));
     return { total, totalIsEstimate, facets };
   }
 
-  /** The remembered counts of a query when still fresh, and what to remember new ones under. */
-  async function rememberedCounts(query: BackendQuery, tokens: string[]) {
-    const key = `${visibilityKey(query.caller)}|${tokens.join(" ")}|${JSON.stringify(query.filters)}`;
-    const [{ maxSeq }] = (await database.rows<{ maxSeq: number | null }>(
-      sql`select max(${agents.seq})::float8 as "maxSeq" from ${agents}`,
-    )) as [{ maxSeq: number | null }];
+  /** The facet keys of up to `exactCount + 1` matches, in one statement (any order). */
+  async function tallyOf(where: SQL | undefined): Promise<Tally> {
+    const [row] = await database.rows<{ sample: string }>(sql`
+      select ${sampleJson(sql`keys`, sql`provider`)} as sample from (
+        select ${S.facetKeys} as keys, ${S.provider} as provider from ${S} where ${where ?? sql`true`}
+        limit ${limits.exactCount + 1}) m`);
+    const tally: Tally = { counts: new Map(), seen: 0, complete: false };
+    countKeys(tally, JSON.parse(row?.sample ?? "[]"));
+    tally.complete = tally.seen <= limits.exactCount;
+    return tally;
+  }
+
+  const countsKey = (query: BackendQuery, tokens: string[]) =>
+    `${visibilityKey(query.caller)}|${tokens.join(" ")}|${JSON.stringify(query.filters)}`;
+  const maxSeqOf = sql`(select max(${agents.seq}) from ${agents})::float8`;
+
+  /**
+   * The remembered counts of a query when still fresh. Only asks for the highest seq when there is an
+   * entry to compare it with: a request computing its counts takes the seq from its own statement.
+   */
+  async function rememberedSummary(key: string): Promise<Promise<Summary> | undefined> {
     const cached = countsCache.get(key);
+    if (!cached || performance.now() - cached.at >= FACET_CACHE_TTL_MS) return undefined;
+    const [{ maxSeq }] = (await database.rows<{ maxSeq: number | null }>(
+      sql`select ${maxSeqOf} as "maxSeq"`,
+    )) as [{ maxSeq: number | null }];
     // An entry still being computed counts as fresh: concurrent requests share one computation.
-    const fresh =
-      cached && cached.maxSeq === (maxSeq ?? 0) && performance.now() - cached.at < FACET_CACHE_TTL_MS;
-    return {
-      key,
-      maxSeq: Number(maxSeq ?? 0),
-      summary: fresh && !query.consistent ? cached.summary : undefined,
-    };
+    return cached.maxSeq === Number(maxSeq ?? 0) ? cached.summary : undefined;
   }
 
   function remember(key: string, maxSeq: number, summary: Promise<Summary>) {
@@ -332,220 +392,341 @@ export function createPostgresSearch(
     });
   }
 
+  /** The records of the newest `limit` matches of a condition on the search rows, newest first, unranked. */
+  async function newestRows(where: SQL | undefined, limit: number, score: number): Promise<PageRow[]> {
+    const rows = await db
+      .select(rowColumns)
+      .from(agents)
+      .where(
+        sql`${agents.id} in (select ${S.id} from ${S} where ${where ?? sql`true`} order by ${S.seq} desc limit ${limit})`,
+      )
+      .orderBy(sql`${agents.seq} desc`);
+    return rows.map((row) => ({ ...(row as SearchRow), score }));
+  }
+
   let tableRows = { n: 0, at: Number.NEGATIVE_INFINITY };
 
-  // A request's condition is one object from the scan choice to the estimated total: plan it once.
+  /**
+   * Planner estimates, by condition. Within a request, by the condition object (the scan choice and the
+   * estimated total ask about the same one). Across requests, by its text and parameters for a minute:
+   * the same words with the same filters, for the same kind of caller, come back often, and the
+   * statistics behind an estimate move far more slowly than that.
+   */
   const estimates = new WeakMap<SQL, Promise<number>>();
+  const recentEstimates = new Map<string, { at: number; rows: Promise<number> }>();
+  const dialect = new PgDialect();
 
-  /** The planner's estimate of how many rows a condition selects (no execution). */
+  /** The planner's estimate of how many search rows a condition selects (no execution). */
   function estimatedRows(where: SQL | undefined): Promise<number> {
     const known = where && estimates.get(where);
     if (known) return known;
-    const filter = where ? sql`where ${where}` : sql``;
-    const estimate = database
-      .rows(sql`explain (format json) select 1 from ${agents} ${filter}`)
-      .then((rows) => plannedRows(rows));
+    const statement = sql`explain (format json) select 1 from ${S} ${where ? sql`where ${where}` : sql``}`;
+    const rendered = dialect.sqlToQuery(statement);
+    const key = `${rendered.sql}\u0000${JSON.stringify(rendered.params)}`;
+    const recent = recentEstimates.get(key);
+    let estimate: Promise<number>;
+    if (recent && performance.now() - recent.at < ESTIMATE_TTL_MS) estimate = recent.rows;
+    else {
+      estimate = database.rows(statement).then((rows) => plannedRows(rows));
+      if (recentEstimates.size >= ESTIMATE_CACHE_ENTRIES)
+        recentEstimates.delete(recentEstimates.keys().next().value!);
+      recentEstimates.delete(key);
+      recentEstimates.set(key, { at: performance.now(), rows: estimate });
+      estimate.catch(() => recentEstimates.delete(key));
+    }
     if (where) estimates.set(where, estimate);
     return estimate;
   }
 
+  type Scan = NonNullable<PostgresSearchLimits["scan"]>;
+
   /**
-   * Whether the newest `wanted` matches are best found by walking seq backwards (common words: a few
-   * rows per match) rather than by collecting every match from the text index and sorting (rare words).
-   * The planner makes this choice itself but, assuming matches spread evenly, walks backwards for
-   * words matching a few percent of agents, reading tens of thousands of rows; this picks by the
-   * break-even point, matches x matches = wanted x rows, from the same estimates.
+   * How to find the newest `wanted` matches of a text query (`matches`: the planner's estimate of them
+   * all): walk seq backwards (common words: a few rows per match), collect every match from the text
+   * index and sort (rarer words), or, with filters, collect the agents the filters select and test the
+   * words on each (a selective tag or provider with a common word). The planner makes this choice
+   * itself but, assuming matches spread evenly, walks backwards for words matching a few percent of
+   * agents, reading tens of thousands of rows, and intersects a common word's postings (21,000 for
+   * `statistics`) with a filter's few hundred rows; this weighs the three from the same estimates.
    */
-  async function readNewestFirst(where: SQL | undefined, wanted: number) {
+  async function chooseScan(
+    base: SQL | undefined,
+    text: TextParts,
+    matches: number,
+    wanted: number,
+    filtered: boolean,
+  ) {
+    const rows = await searchRowCount();
+    const [selected, postings] = filtered
+      ? await Promise.all([estimatedRows(base), estimatedRows(text.fullText)])
+      : [Number.POSITIVE_INFINITY, matches];
+    const costs: [Scan, number][] = [
+      ["walk", ((wanted * rows) / Math.max(matches, 1)) * SCAN_COST.walkedRow],
+      ["collect", postings * SCAN_COST.posting + matches * SCAN_COST.fetchedRow],
+      ["filters", selected * SCAN_COST.fetchedRow],
+    ];
+    return costs.reduce((best, next) => (next[1] < best[1] ? next : best));
+  }
+
+  /** The planner's estimate of all search rows, asked again after a minute. */
+  async function searchRowCount() {
     if (performance.now() - tableRows.at > 60_000)
       tableRows = { n: await estimatedRows(undefined), at: performance.now() };
-    const matches = await estimatedRows(where);
-    return matches * matches > wanted * tableRows.n;
+    return tableRows.n;
   }
 
   type Ranked = { id: string; seq: number; score: number };
+  type Similarity = Ranked & { keys: (string | null)[]; textMatch: boolean };
   type TextPage = {
-    rows: PageRow[];
+    /** In flight while the counts are worked out: the page's records are one more round trip. */
+    rows: Promise<PageRow[]>;
     cut?: Cut;
     matches: SQL | undefined;
-    sample?: FacetSample[];
+    tally?: Tally;
+    maxSeq?: number;
   };
 
   /**
-   * The newest `limit` rows of a condition with their scores. The scores are taken in an outer query
-   * so that only the rows kept are scored, not every candidate the sort sees.
+   * The newest `limit` search rows of a condition with their scores and, for similar names (which may
+   * not be full-text matches, and then add to the facet counts), whether each is a full-text match and
+   * its facet keys. The scores are taken in an outer query so that only the rows kept are scored.
+   * `seq + 0`: left to itself the planner walks seq backwards through tens of thousands of rows to find
+   * a few hundred names, where the name indexes find them at once.
    */
-  async function newestScored(
-    where: SQL | undefined,
-    limit: number,
-    score: SQL,
-    similarity = TRIGRAM_DEFAULT,
-  ) {
-    type Row = { id: string; seq: number; score: number; keys: string[]; provider: string | null };
-    // `seq + 0`: left to itself the planner walks seq backwards through tens of thousands of rows to
-    // find a few hundred names, where the trigram index finds them at once.
-    const statement = sql`
-      select ${agents.id} as id, ${agents.seq}::float8 as seq, ${score} as score, ${agents.facetKeys} as keys,
-        ${agents.provider} as provider
-      from ${agents}
-      where ${agents.id} in (
-        select ${agents.id} from ${agents} where ${where} order by ${agents.seq} + 0 desc limit ${limit})`;
-    // The trigram index applies the threshold itself, so a higher one spares it the candidates, not only
-    // the results; it holds for this transaction only.
-    const rows =
-      similarity === TRIGRAM_DEFAULT
-        ? await database.rows<Row>(statement)
-        : await db.transaction(async (tx) => {
-            await tx.execute(
-              sql`select set_config('pg_trgm.word_similarity_threshold', ${String(similarity)}, true)`,
-            );
-            return database.rows<Row>(statement, tx);
-          });
-    return rows
-      .map((row) => ({ ...row, seq: Number(row.seq), score: Number(row.score) }))
-      .sort((x, y) => y.seq - x.seq);
+  function newestScoredStatement(where: SQL | undefined, limit: number, text: TextParts, similar: boolean) {
+    const keys = similar ? keysWithProvider(sql`${S.facetKeys}`, sql`${S.provider}`) : sql`null::text[]`;
+    return sql`
+      select ${S.id} as id, ${S.seq}::float8 as seq, ${text.score} as score, ${keys} as keys,
+        ${similar ? text.fullText : sql`true`} as "textMatch"
+      from ${S}
+      where ${S.id} in (select ${S.id} from ${S} where ${where} order by ${S.seq} + 0 desc limit ${limit})`;
+  }
+
+  const bySeqDesc = <T extends { seq: number }>(rows: T[]) => rows.sort((x, y) => y.seq - x.seq);
+
+  /** The newest `limit` names at least `similarity` like the query, with more than the condition. */
+  async function similarNames(where: SQL | undefined, limit: number, text: TextParts, similarity: number) {
+    const rows = await database.rows<Similarity>(
+      newestScoredStatement(and(where, text.fuzzyName(similarity)), limit, text, true),
+    );
+    return bySeqDesc(rows.map((row) => ({ ...row, seq: Number(row.seq), score: Number(row.score) })));
   }
 
   /**
-   * One page of a text query. Relevance order over every match costs a rank per match (tens of thousands
-   * for a common word), so only some matches are ranked: the newest `rankWindow` full-text matches (all
-   * of them for any query that selective), plus the newest `nameWindow` older ones with every query word
-   * in the name, so a name beats a description at any size; plus, when no match has the query in its
-   * name (or full text finds very little), the newest `fuzzyWindow` similar names, for a misspelt name.
-   * Every other match follows the ranked ones, newest first, with score 0. Each part is fixed by a seq
-   * boundary that the cursor carries, so later pages rank the same matches and list the same rest.
+   * A later page of a text query: the ranked parts the cursor names, scored again, then the rest.
+   * A cursor without a window (Elasticsearch's, or a page that ranked every match) ranks everything.
    */
-  async function textPage(
+  async function laterTextPage(
+    query: BackendQuery,
+    base: SQL | undefined,
+    text: TextParts,
+  ): Promise<TextPage> {
+    const after = query.after!;
+    const take = query.limit + 1;
+    const cut: Cut = {
+      window: after.window ?? 0,
+      names: after.names,
+      fuzzy: after.fuzzy,
+      similarity: after.similarity,
+    };
+    const similar =
+      cut.fuzzy === undefined
+        ? undefined
+        : (
+            await similarNames(
+              and(base, sql`${S.seq} > ${cut.fuzzy}`),
+              limits.fuzzyWindow,
+              text,
+              cut.similarity ?? TRIGRAM_DEFAULT,
+            )
+          ).map((row) => row.id);
+    const matches = matchesUnder(base, text, similar);
+    let ranked: { id: string; score: number }[] = [];
+    if (after.score > UNRANKED)
+      ranked = (
+        await database.rows<{ id: string; score: number }>(sql`
+          select ${S.id} as id, ${text.score} as score from ${S}
+          where ${rankedMatches(base, text, cut, similar)}
+            and (${text.score}, ${S.seq}) < (${after.score}::float8, ${after.seq})
+          order by 2 desc, ${S.seq} desc limit ${take}`)
+      ).map((row) => ({ id: row.id, score: Number(row.score) }));
+    const rows = rowsOf(ranked).then((page) => withRest(page, take, matches, text, cut, similar, after));
+    return { rows, cut, matches };
+  }
+
+  /**
+   * The first page of a text query: one statement (textStatement), then one more when similar names
+   * take part. Relevance order over every match costs a rank per match (tens of thousands for a common
+   * word), so only some matches are ranked: the newest `rankWindow` full-text matches (all of them for
+   * any query that selective), plus the newest `nameWindow` older ones with every query word in the
+   * name, so a name beats a description at any size; plus, when full text finds very little (or when no
+   * match has the query in its name), the newest `fuzzyWindow` similar names, for a misspelt name. Every
+   * other match follows the ranked ones, newest first, with score 0. Each part is fixed by a seq
+   * boundary that the cursor carries, so later pages rank the same matches and list the same rest. The
+   * scan of the newest full-text matches serves the ranking window and, when counts are wanted, the
+   * facet sample: the same rows are not read twice. Totals and facets are exact up to `exactCount`
+   * matches when they are collected, up to `rankWindow` when walked (a walk is taken only when the
+   * planner expects thousands, and proves them by finding the window in the rows that rate needs).
+   */
+  async function firstTextPage(
     query: BackendQuery,
     base: SQL | undefined,
     text: TextParts,
     wantSample: boolean,
   ): Promise<TextPage> {
     const take = query.limit + 1;
-    const after = query.after;
-    const score = sql<number>`greatest(${text.score}, ${MIN_RANKED})`;
-    if (after) {
-      // A cursor without a window (Elasticsearch's, or a page that ranked every match) ranks everything.
-      const cut: Cut = {
-        window: after.window ?? 0,
-        names: after.names,
-        fuzzy: after.fuzzy,
-        similarity: after.similarity,
-      };
-      const similar =
-        cut.fuzzy === undefined
-          ? undefined
-          : (
-              await newestScored(
-                and(
-                  base,
-                  text.fuzzyName(cut.similarity ?? TRIGRAM_DEFAULT),
-                  sql`${agents.seq} > ${cut.fuzzy}`,
-                ),
-                limits.fuzzyWindow,
-                score,
-                cut.similarity,
-              )
-            ).map((row) => row.id);
-      const matches = matchesUnder(base, text, similar);
-      let ranked: { id: string; score: number }[] = [];
-      if (after.score > UNRANKED)
-        ranked = (
-          await db
-            .select({ id: agents.id, score })
-            .from(agents)
-            .where(
-              and(
-                rankedMatches(base, text, cut, similar),
-                sql`(${score}, ${agents.seq}) < (${after.score}::float8, ${after.seq})`,
-              ),
-            )
-            .orderBy(desc(score), desc(agents.seq))
-            .limit(take)
-        ).map((row) => ({ id: row.id, score: Number(row.score) }));
-      const rows = await rowsOf(ranked);
-      return { rows: await withRest(rows, take, matches, text, cut, similar, after), cut, matches };
-    }
-
-    // One scan of the newest full-text matches serves the ranking window (the row past it marks the
-    // boundary) and, when counts are wanted, the facet sample: the same rows are not read twice.
-    const scanned = wantSample ? Math.max(limits.rankWindow, limits.exactCount) + 1 : limits.rankWindow + 1;
+    const window = limits.rankWindow + 1;
     const fullText = and(base, text.fullText);
-    const newestFirst = await readNewestFirst(fullText, scanned);
-    // `seq + 0` is not what agents_seq_key orders: the planner then collects the matches from the
-    // text index and sorts them, instead of walking seq backwards past every non-match.
-    const order = newestFirst ? sql`${agents.seq} desc` : sql`${agents.seq} + 0 desc`;
-    const rows = await database.rows<{
-      id: string | null;
-      seq: number | null;
-      score: number | null;
-      boundary: number | null;
-      scanned: number | null;
-      named: boolean | null;
-      sid: string | null;
-      keys: string[] | null;
-      provider: string | null;
-    }>(sql`
-      with s as materialized (
-        select ${agents.id} as id, ${agents.seq} as seq, ${agents.facetKeys} as keys,
-          ${agents.provider} as provider
-        from ${agents} where ${fullText} order by ${order} limit ${scanned}
-      ), w as (
-        select id, seq from s order by seq desc limit ${limits.rankWindow + 1}
-      ), b as (
-        select min(seq) as boundary from w having count(*) > ${limits.rankWindow}
-      ), x as (
-        select ${agents.id} as id, ${agents.seq} as seq, ${score} as score, ${text.nameLike} as named
-        from ${agents} join w on w.id = ${agents.id}
-        where w.seq > coalesce((select boundary from b), -1)
-      ), r as (
-        select id, seq, score from x order by 3 desc, 2 desc limit ${take}
-      )
-      select r.id, r.seq::float8 as seq, r.score, (select boundary::float8 from b) as boundary,
-        (select count(*)::int from s) as scanned, (select bool_or(named) from x) as named,
-        null::uuid as sid, null::text[] as keys, null::text as provider
-      from r
-      ${wantSample ? sql`union all select null, null, null, null, null, null, s.id, s.keys, s.provider from s` : sql``}`);
-    const hits = rows.filter((row) => row.id !== null);
-    const found = rows.find((row) => row.scanned !== null)?.scanned ?? 0;
-    const marker = hits[0]?.boundary;
-    const cut: Cut = { window: marker === null || marker === undefined ? 0 : Number(marker) };
-    const candidates: Ranked[] = hits.map((row) => ({
-      id: row.id!,
-      seq: Number(row.seq),
-      score: Number(row.score),
-    }));
-    let named = hits.some((row) => row.named === true);
-    // Older than the window, a name with every query word: found by the trigram index on the name, so
-    // it costs what the names hold (hundreds of rows for a common word), not what the descriptions do.
-    if (cut.window > 0 && text.nameMatch) {
-      const older = await newestScored(
-        // `seq + 0`: the seq index would only add every older row to a bitmap of a few hundred.
-        and(base, text.nameMatch, sql`${agents.seq} + 0 <= ${cut.window}`),
-        limits.nameWindow + 1,
-        score,
+    const estimate = await estimatedRows(fullText);
+    const filtered = Object.keys(query.filters).length > 0;
+    const [scan, alternative] = limits.scan
+      ? [limits.scan, limits.scan === "filters" ? "filters" : "collect"]
+      : await chooseScan(base, text, estimate, window, filtered).then(async (best) => [
+          best[0],
+          // What a walk that found too few falls back to: the cheaper way of collecting.
+          best[0] === "walk"
+            ? (await chooseScan(base, text, estimate, Number.POSITIVE_INFINITY, filtered))[0]
+            : best[0],
+        ]);
+    if (scan === "walk") {
+      // Walking seq backwards for a common word: a few rows per match, and only the ranking window's
+      // worth of matches (they are the facet sample too). Capped at a few times the rows the planner's
+      // estimate needs: a walk that finds too few was misled (rarer words than estimated, matches
+      // bunched in old agents) and the matches are collected from the text index instead.
+      const cap = Math.ceil((WALK_SLACK * window * (await searchRowCount())) / Math.max(estimate, 1));
+      const walked = await textStatement(
+        sql`select * from (select ${S.id} as id, ${S.seq} as seq, ${S.facetKeys} as keys, ${S.provider} as provider,
+            ${S.searchDoc} as doc, ${S.name} as name, ${text.fullText} as hit
+          from ${S} ${base ? sql`where ${base}` : sql``} order by ${S.seq} desc limit ${cap}) c
+          where hit order by seq desc limit ${window}`,
+        true,
+        base,
+        text,
+        take,
+        wantSample,
       );
-      if (older.length > 0) {
-        named = true;
-        cut.names = older.length > limits.nameWindow ? older[limits.nameWindow]!.seq : 0;
-        candidates.push(...older.slice(0, limits.nameWindow));
-      }
-    } else if (cut.window > 0) named = true; // words too short to look up by name: leave typos alone
-    let similar: Awaited<ReturnType<typeof newestScored>> = [];
-    if ((!named && text.words > 1) || found < limits.fuzzyBelow) {
-      // Full text finding little means a misspelt word; finding no match with the query in its name, for
-      // several words, may mean a misspelt name whose words other agents use (one word that many agents
-      // use is a word, not a misspelling). That second case asks for a name like the
-      // whole query: at pg_trgm's 0.6, one long word shared ("data pipeline" for every "... Pipeline
-      // ..." name) is enough, and the index hands over hundreds of names to check.
-      const similarity = found < limits.fuzzyBelow ? TRIGRAM_DEFAULT : NAMELESS_SIMILARITY;
-      similar = await newestScored(
-        and(base, text.fuzzyName(similarity)),
-        limits.fuzzyWindow + 1,
-        score,
-        similarity,
-      );
-      if (similarity !== TRIGRAM_DEFAULT) cut.similarity = similarity;
+      if (walked.found >= window) return textPageOf(walked, base, text, fullText, take, wantSample, window);
+    }
+    // Collecting every match and sorting (`seq + 0` is not what the seq index orders). Its newest
+    // `exactCount + 1` give exact counts for up to `exactCount` matches; past that, the ranking window
+    // is the facet sample, as for a walk. The sort carries no documents: the window's are read again.
+    // The matches come from the text index or, through the filters' indexes, from the agents the
+    // filters select, the words tested on each (in a form the text index does not serve, or the planner
+    // intersects both indexes).
+    const scanned = wantSample ? Math.max(limits.rankWindow, limits.exactCount) + 1 : window;
+    const viaFilters = base !== undefined && alternative === "filters";
+    const collected = await textStatement(
+      sql`select ${S.id} as id, ${S.seq} as seq, ${S.facetKeys} as keys, ${S.provider} as provider
+        from ${S} where ${viaFilters ? and(base, text.fullTextUnindexed) : fullText}
+        order by ${S.seq} + 0 desc limit ${scanned}`,
+      false,
+      base,
+      text,
+      take,
+      wantSample,
+    );
+    return textPageOf(collected, base, text, fullText, take, wantSample, scanned);
+  }
+
+  /** What textStatement returns: one row, the parts as JSON arrays (parsed natively, not per column). */
+  type TextRow = {
+    /** [id, seq, score] of the best `take` of the ranking window, and of the older names. */
+    ranked: string;
+    older: string;
+    boundary: number | null;
+    found: number;
+    named: boolean | null;
+    sample: string | null;
+    maxSeq: number | null;
+  };
+
+  /**
+   * The statement behind a first text page: `scan`, the newest full-text matches (id, seq, keys,
+   * provider, search document and name), gives the ranking window, scored from its own rows; the best
+   * `take` of it come back as `ranked`. Older than the window, a name with every query word (`older`):
+   * found by the index of the names' words, so it costs what the names hold (hundreds of rows for a
+   * common word), not what the descriptions do. Similar names (`similar`) when full text finds very
+   * little. Each part runs only when it applies (the conditions on b and s are evaluated once, before
+   * the part's scan). With them: the window's boundary, the matches scanned, whether a ranked match has
+   * the query in its name, the facet sample (every match scanned when they are at most `exactCount`,
+   * else the ranking window's) and the seq it was read at.
+   */
+  async function textStatement(
+    scan: SQL,
+    walked: boolean,
+    base: SQL | undefined,
+    text: TextParts,
+    take: number,
+    wantSample: boolean,
+  ): Promise<TextRow> {
+    const older = newestScoredStatement(
+      and(
+        base,
+        text.nameMatch,
+        sql`${S.seq} + 0 <= (select boundary from b)`,
+        sql`(select boundary from b) is not null`,
+      ),
+      limits.nameWindow + 1,
+      text,
+      false,
+    );
+    const [row] = await database.rows<TextRow>(sql`
+      with s as materialized (${scan}),
+      w as (select * from s order by seq desc limit ${limits.rankWindow + 1}),
+      b as (select min(seq) as boundary from w having count(*) > ${limits.rankWindow}),
+      x as (${
+        walked
+          ? sql`select id, seq, ${text.scoreOf(sql`doc`, sql`name`)} as score, ${text.nameLike(sql`name`)} as named
+            from w where seq > coalesce((select boundary from b), -1)`
+          : sql`select w.id, w.seq, ${text.score} as score, ${text.nameLike(sql`${S.name}`)} as named
+            from w join ${S} on ${S.id} = w.id where w.seq > coalesce((select boundary from b), -1)`
+      })
+      select
+        (select coalesce(json_agg(json_build_array(id, seq, score)), '[]')::text
+          from (select * from x order by score desc, seq desc limit ${take}) r) as ranked,
+        (select coalesce(json_agg(json_build_array(id, seq, score)), '[]')::text from (${older}) o) as older,
+        (select boundary::float8 from b) as boundary, (select count(*)::int from s) as found,
+        (select bool_or(named) from x) as named,
+        ${wantSample ? sql`(select ${sampleJson(sql`keys`, sql`provider`)} from s where (select count(*) from s) <= ${limits.exactCount} or seq >= (select boundary from b))` : sql`null`} as sample,
+        ${wantSample ? maxSeqOf : sql`null`} as "maxSeq"`);
+    return row!;
+  }
+
+  /** The page, its cut and its facet sample from what textStatement returned (see firstTextPage). */
+  async function textPageOf(
+    meta: TextRow,
+    base: SQL | undefined,
+    text: TextParts,
+    fullText: SQL | undefined,
+    take: number,
+    wantSample: boolean,
+    scanned: number,
+  ): Promise<TextPage> {
+    const found = Number(meta.found);
+    const cut: Cut = { window: meta.boundary === null ? 0 : Number(meta.boundary) };
+    const ranks = (json: string) =>
+      (JSON.parse(json) as [string, number, number][]).map(([id, seq, score]) => ({ id, seq, score }));
+    const candidates: Ranked[] = ranks(meta.ranked);
+    const olderNames = bySeqDesc(ranks(meta.older));
+    let named = meta.named === true;
+    if (olderNames.length > 0) {
+      named = true;
+      cut.names = olderNames.length > limits.nameWindow ? olderNames[limits.nameWindow]!.seq : 0;
+      candidates.push(...olderNames.slice(0, limits.nameWindow));
+    }
+    let similar: Similarity[] = [];
+    if (found < limits.fuzzyBelow) {
+      // Full text finding little means a misspelt word.
+      similar = await similarNames(base, limits.fuzzyWindow + 1, text, TRIGRAM_DEFAULT);
+    } else if (!named && text.words > 1) {
+      // Finding no match with the query in its name, for several words, may mean a misspelt name whose
+      // words other agents use (one word that many agents use is a word, not a misspelling). That case
+      // asks for a name like the whole query: at pg_trgm's 0.6, one long word shared ("data pipeline"
+      // for every "... Pipeline ..." name) is enough, and the index hands over hundreds of names to check.
+      cut.similarity = NAMELESS_SIMILARITY;
+      similar = await similarNames(base, limits.fuzzyWindow + 1, text, NAMELESS_SIMILARITY);
+    }
+    if (found < limits.fuzzyBelow || cut.similarity !== undefined) {
       cut.fuzzy = similar.length > limits.fuzzyWindow ? similar[limits.fuzzyWindow]!.seq : 0;
       similar = similar.slice(0, limits.fuzzyWindow);
       candidates.push(...similar);
@@ -556,35 +737,30 @@ export function createPostgresSearch(
       .sort((x, y) => y.score - x.score || y.seq - x.seq)
       .filter((hit) => !seen.has(hit.id) && seen.add(hit.id))
       .slice(0, take);
-    const matches = matchesUnder(
-      base,
-      text,
-      similar.map((row) => row.id),
-    );
-    let sample: FacetSample[] | undefined;
+    const similarIds = similar.map((row) => row.id);
+    // The very condition estimated already when there are no similar names: not planned again.
+    const matches = similarIds.length > 0 ? matchesUnder(base, text, similarIds) : fullText;
+    const pageRows = rowsOf(ranked).then((page) => withRest(page, take, matches, text, cut, similarIds));
+    let tally: Tally | undefined;
     if (wantSample) {
-      const inScan = rows.filter((row) => row.id === null);
-      sample = inScan.map((row) => ({ keys: row.keys!, provider: row.provider }));
-      // A scan that read every full-text match plus the similar names is every match: still exact.
-      if (inScan.length < scanned) {
-        const ids = new Set(inScan.map((row) => row.sid));
-        for (const row of similar)
-          if (!ids.has(row.id)) sample.push({ keys: row.keys, provider: row.provider });
-      }
+      tally = { counts: new Map(), seen: 0, complete: false };
+      countKeys(tally, JSON.parse(meta.sample ?? "[]"));
+      // Similar names are matches too. A scan that read every full-text match plus the similar names
+      // that are not full-text matches is every match: still exact.
+      const extra = similar.filter((row) => !row.textMatch);
+      tally.complete = found < scanned;
+      if (tally.complete)
+        countKeys(
+          tally,
+          extra.map((row) => row.keys),
+        );
     }
-    const page = await rowsOf(ranked);
     return {
-      rows: await withRest(
-        page,
-        take,
-        matches,
-        text,
-        cut,
-        similar.map((row) => row.id),
-      ),
+      rows: pageRows,
       cut,
       matches,
-      sample,
+      tally,
+      maxSeq: meta.maxSeq === null ? undefined : Number(meta.maxSeq),
     };
   }
 
@@ -599,37 +775,36 @@ export function createPostgresSearch(
     after?: BackendQuery["after"],
   ): Promise<PageRow[]> {
     if (cut.window === 0 || rows.length >= take) return rows;
-    const rest = await db
-      .select({ ...rowColumns, score: sql<number>`${UNRANKED}::float8` })
-      .from(agents)
-      .where(
-        and(
-          matches,
-          sql`${agents.seq} <= ${cut.window}`,
-          sql`not ${rankedUnder(text, cut, similar)}`,
-          after?.score === UNRANKED ? sql`${agents.seq} < ${after.seq}` : undefined,
-        ),
-      )
-      .orderBy(desc(agents.seq))
-      .limit(take - rows.length);
-    return [...rows, ...rest.map((row) => ({ ...(row as SearchRow), score: UNRANKED }))];
+    const rest = await newestRows(
+      and(
+        matches,
+        sql`${S.seq} <= ${cut.window}`,
+        sql`not ${rankedUnder(text, cut, similar)}`,
+        after?.score === UNRANKED ? sql`${S.seq} < ${after.seq}` : undefined,
+      ),
+      take - rows.length,
+      UNRANKED,
+    );
+    return [...rows, ...rest];
   }
 
-  async function page(
+  /** A page without text: everything the filters select, newest first; its facet sample beside it. */
+  async function browsePage(
     query: BackendQuery,
     base: SQL | undefined,
-    text: TextParts | undefined,
     wantSample: boolean,
   ): Promise<TextPage> {
-    if (text) return textPage(query, base, text, wantSample);
-    const after = query.after ? sql`${agents.seq} < ${query.after.seq}` : undefined;
-    const rows = await db
-      .select({ ...rowColumns, score: sql<number>`0::float8` })
-      .from(agents)
-      .where(and(base, after))
-      .orderBy(desc(agents.seq))
-      .limit(query.limit + 1);
-    return { rows: rows.map((row) => ({ ...(row as SearchRow), score: 0 })), matches: base };
+    const after = query.after ? sql`${S.seq} < ${query.after.seq}` : undefined;
+    const rows = newestRows(and(base, after), query.limit + 1, 0);
+    if (!wantSample) return { rows, matches: base };
+    const sample = await database.rows<{ sample: string; maxSeq: number }>(sql`
+      select ${sampleJson(sql`keys`, sql`provider`)} as sample, ${maxSeqOf} as "maxSeq" from (
+        select ${S.facetKeys} as keys, ${S.provider} as provider from ${S} where ${base ?? sql`true`}
+        limit ${limits.exactCount + 1}) m`);
+    const tally: Tally = { counts: new Map(), seen: 0, complete: false };
+    countKeys(tally, JSON.parse(sample[0]?.sample ?? "[]"));
+    tally.complete = tally.seen <= limits.exactCount;
+    return { rows, matches: base, tally, maxSeq: Number(sample[0]?.maxSeq ?? 0) };
   }
 
   return {
@@ -637,20 +812,41 @@ export function createPostgresSearch(
 
     async search(query: BackendQuery): Promise<SearchPage> {
       const tokens = queryTokens(query.text);
-      const base = and(isNull(agents.deletedAt), visibleTo(query.caller), ...filterConditions(query.filters));
-      const remembered = query.withFacets ? await rememberedCounts(query, tokens) : undefined;
+      const base = and(visibleTo(query.caller, S), ...filterConditions(query.filters, S));
+      const key = countsKey(query, tokens);
+      const remembered = query.withFacets && !query.consistent ? await rememberedSummary(key) : undefined;
       // The page first: it settles whether the typo-tolerant name match takes part, which the counts
-      // follow, and the first page of a text query reads the facet sample in the same scan.
+      // follow, and the first page reads the facet sample in the same statement.
       const text = tokens.length > 0 ? textParts(tokens) : undefined;
-      const wantSample = remembered !== undefined && remembered.summary === undefined && !query.after;
-      const { rows, cut, matches, sample } = await page(query, base, text, wantSample);
-      let summary: Summary | undefined;
-      if (remembered?.summary) summary = await remembered.summary;
-      else if (remembered) {
-        const computed = computeSummary(matches, sample);
-        remember(remembered.key, remembered.maxSeq, computed);
-        summary = await computed;
-      }
+      const wantSample = query.withFacets && remembered === undefined && !query.after;
+      const {
+        rows: pending,
+        cut,
+        matches,
+        tally,
+        maxSeq,
+      } = text
+        ? query.after
+          ? await laterTextPage(query, base, text)
+          : await firstTextPage(query, base, text, wantSample)
+        : await browsePage(query, base, wantSample);
+      const counts = async (): Promise<Summary | undefined> => {
+        if (remembered) return remembered;
+        if (!query.withFacets) return undefined;
+        // A later page asked for counts: read a sample of its own (and the seq it was read at).
+        const [counted, seqAt] = tally
+          ? [tally, maxSeq ?? 0]
+          : await Promise.all([
+              tallyOf(matches),
+              database
+                .rows<{ maxSeq: number }>(sql`select ${maxSeqOf} as "maxSeq"`)
+                .then((r) => Number(r[0]?.maxSeq ?? 0)),
+            ]);
+        const computed = summarize(counted, matches);
+        remember(key, seqAt, computed);
+        return computed;
+      };
+      const [rows, summary] = await Promise.all([pending, counts()]);
       const hits = rows.slice(0, query.limit);
       return {
         hits: hits.map(({ score: hitScore, ...row }) => ({
@@ -671,7 +867,7 @@ export function createPostgresSearch(
     },
 
     async index() {
-      // The search document is written with the row, in the same transaction: nothing to do.
+      // The search rows are written by triggers in the writing statement: nothing to do.
     },
 
     async health() {
@@ -680,36 +876,52 @@ export function createPostgresSearch(
       return { status: "ok", latencyMs: Math.round((performance.now() - started) * 100) / 100 };
     },
 
-    /** Rebuilds every row's search document and facet keys from its columns, in batches, in place. */
+    /**
+     * Rebuilds every search row from its agent (document, facets, name, filters), in batches in seq
+     * order, then removes search rows whose agent is gone. Safe while serving: each batch locks the
+     * agents it copies (a concurrent write waits for the batch, or the batch reads what it wrote), and
+     * never puts back a row older than the one a concurrent write left.
+     */
     async reindexAll(progress?: ReindexProgress) {
       const [{ n: total }] = (await database.rows<{ n: number }>(
-        sql`select count(*)::int as n from ${agents}`,
+        sql`select count(*)::int as n from ${agents} where ${agents.deletedAt} is null`,
       )) as [{ n: number }];
       let done = 0;
       let lastSeq = -1;
       progress?.(0, Number(total));
       for (;;) {
         const batch = await database.rows<{ seq: number }>(sql`
-          update ${agents} set
-            ${sql.identifier("search_doc")} = ${searchDocumentFromColumns()},
-            ${sql.identifier("facet_keys")} =
-              array(select 'skill:' || unnest(${agents.skills})) || array(select 'tag:' || unnest(${agents.tags})) ||
-              array(select 'in:' || unnest(${agents.inputModes})) || array(select 'out:' || unnest(${agents.outputModes}))
-          where ${agents.id} in (
-            select ${agents.id} from ${agents} where ${gt(agents.seq, lastSeq)} order by ${agents.seq} limit 1000
+          with source as (
+            select * from ${agents}
+            where ${agents.deletedAt} is null and ${agents.seq} > ${lastSeq}
+            order by ${agents.seq} limit 1000 for share
+          ), written as (
+            insert into ${S} (id, seq, visibility, owner, status, health, streaming, signature, provider, name,
+              facet_keys, search_doc)
+            select id, seq, visibility, owner, status, health, streaming, signature, provider, lower(name),
+              facet_keys, agent_search_document(name, description, skills, tags)
+            from source
+            on conflict (id) do update set seq = excluded.seq, visibility = excluded.visibility,
+              owner = excluded.owner, status = excluded.status, health = excluded.health,
+              streaming = excluded.streaming, signature = excluded.signature, provider = excluded.provider,
+              name = excluded.name, facet_keys = excluded.facet_keys, search_doc = excluded.search_doc
+            where ${S.seq} <= excluded.seq
           )
-          returning ${agents.seq}::float8 as seq`);
+          select seq::float8 as seq from source`);
         if (batch.length === 0) break;
         done += batch.length;
         lastSeq = Math.max(...batch.map((row) => Number(row.seq)));
         progress?.(done, Number(total));
       }
+      await database.rows(sql`
+        delete from ${S} where not exists (
+          select 1 from ${agents} where ${agents.id} = ${S.id} and ${agents.deletedAt} is null)`);
       countsCache.clear();
       return { indexed: done };
     },
 
     async refresh() {
-      // Always current: the index is the row.
+      // Always current: the search rows are written with the change.
     },
   };
 }

@@ -33,8 +33,8 @@ export type BackendQuery = {
   consistent?: boolean;
 };
 
-/** What the record of a hit is built from: every column but the search document. */
-export type SearchRow = Omit<AgentRow, "searchDoc">;
+/** What the record of a hit is built from: the agent's row. */
+export type SearchRow = AgentRow;
 
 export type SearchHit = {
   id: string;

@@ -14,7 +14,7 @@ import {
 import { PgDialect } from "drizzle-orm/pg-core";
 import type { AuditEvent } from "../../infra/audit";
 import { type Database, type Executor, runStatement } from "../../infra/db/client";
-import { type AgentRow, agents, agentVersions, entitlements } from "../../infra/db/schema";
+import { type AgentRow, type agentSearch, agents, agentVersions, entitlements } from "../../infra/db/schema";
 import type { Caller } from "../auth/model";
 import type { SearchFilters } from "../search/model";
 import type { ListFilters } from "./model";
@@ -58,44 +58,29 @@ export type RecordRow = { [K in keyof typeof LISTED_COLUMNS]: AgentRow[K] };
 
 type AgentFilters = Omit<ListFilters, "limit" | "cursor" | "updatedSince"> & Pick<SearchFilters, "signature">;
 
-export type AgentInsert = Omit<typeof agents.$inferInsert, "seq" | "searchDoc">;
+export type AgentInsert = Omit<typeof agents.$inferInsert, "seq">;
 
 /**
  * Who may see an agent: everyone for public ones; for private ones the owner, entitled clients and
  * admins. Applied inside every query, so counts, pages and cursors never reveal hidden rows.
  */
-export function visibleTo(caller: Caller): SQL | undefined {
+export function visibleTo(caller: Caller, table: Searchable = agents): SQL | undefined {
   if (caller.kind === "client" && caller.admin) return undefined;
-  if (caller.kind !== "client") return sql`${agents.visibility} = 'public'`;
-  return sql`(${agents.visibility} = 'public' or ${agents.owner} = ${caller.clientId} or exists (
-    select 1 from ${entitlements} e where e.agent_id = ${agents.id} and e.client_id = ${caller.clientId}))`;
+  if (caller.kind !== "client") return sql`${table.visibility} = 'public'`;
+  return sql`(${table.visibility} = 'public' or ${table.owner} = ${caller.clientId} or exists (
+    select 1 from ${entitlements} e where e.agent_id = ${table.id} and e.client_id = ${caller.clientId}))`;
 }
-
-const nextSeq = sql`nextval('agent_seq')`;
-
-type SqlValue = string | SQL;
 
 /**
- * Weighted text for full-text search: name (A), skills and tags (B), description (C). Names, skills and
- * tags use the `simple` configuration (no stemming: they are identifiers), descriptions `english`.
- * Takes values or column expressions, so writes and a rebuild from columns share one definition.
+ * The columns visibility and the attribute filters read, which `agents` and its search row
+ * (`agent_search`) share, so the same conditions apply to either.
  */
-export function searchDocument(values: { name: SqlValue; description: SqlValue; skillText: SqlValue }) {
-  return sql`setweight(to_tsvector('simple', ${values.name}), 'A') ||
-    setweight(to_tsvector('simple', ${values.skillText}), 'B') ||
-    setweight(to_tsvector('english', ${values.description}), 'C')`;
-}
+type Searchable = Pick<
+  typeof agents | typeof agentSearch,
+  "id" | "visibility" | "owner" | "facetKeys" | "streaming" | "provider" | "status" | "health" | "signature"
+>;
 
-const skillTextOf = (values: { skills: string[]; tags: string[] }) =>
-  [...values.skills, ...values.tags].join(" ");
-
-/** The search document rebuilt from a row's own columns (for reindexing). */
-export const searchDocumentFromColumns = () =>
-  searchDocument({
-    name: sql`${agents.name}`,
-    description: sql`${agents.description}`,
-    skillText: sql`array_to_string(${agents.skills} || ${agents.tags}, ' ')`,
-  });
+const nextSeq = sql`nextval('agent_seq')`;
 
 /** The single indexed array behind every skill/tag/mode filter; see agents.facetKeys. */
 export function facetKeysOf(values: {
@@ -113,20 +98,20 @@ export function facetKeysOf(values: {
 }
 
 /** The attribute filters shared by listing and search; case-insensitive like the stored facet values. */
-export function filterConditions(filters: AgentFilters): SQL[] {
+export function filterConditions(filters: AgentFilters, table: Searchable = agents): SQL[] {
   const conditions: SQL[] = [];
   const wanted: string[] = [];
   if (filters.skill) wanted.push(`skill:${filters.skill.trim().toLowerCase()}`);
   if (filters.tag) wanted.push(`tag:${filters.tag.trim().toLowerCase()}`);
   if (filters.inputMode) wanted.push(`in:${filters.inputMode.trim().toLowerCase()}`);
   if (filters.outputMode) wanted.push(`out:${filters.outputMode.trim().toLowerCase()}`);
-  if (wanted.length > 0) conditions.push(arrayContains(agents.facetKeys, wanted));
-  if (filters.streaming !== undefined) conditions.push(eq(agents.streaming, filters.streaming));
+  if (wanted.length > 0) conditions.push(arrayContains(table.facetKeys, wanted));
+  if (filters.streaming !== undefined) conditions.push(eq(table.streaming, filters.streaming));
   if (filters.provider)
-    conditions.push(sql`lower(${agents.provider}) = ${filters.provider.trim().toLowerCase()}`);
-  if (filters.status) conditions.push(eq(agents.status, filters.status));
-  if (filters.health) conditions.push(eq(agents.health, filters.health));
-  if (filters.signature) conditions.push(eq(agents.signature, filters.signature));
+    conditions.push(sql`lower(${table.provider}) = ${filters.provider.trim().toLowerCase()}`);
+  if (filters.status) conditions.push(eq(table.status, filters.status));
+  if (filters.health) conditions.push(eq(table.health, filters.health));
+  if (filters.signature) conditions.push(eq(table.signature, filters.signature));
   return conditions;
 }
 
@@ -151,16 +136,10 @@ const INSERT_PUBLISHED = new PgDialect().sqlToQuery(sql`with input as (
   inserted as (
     insert into agents (id, owner, name, description, url, card_url, visibility, status, generation,
       protocol_version, latest_version, card_raw, card_hash, skills, tags, input_modes, output_modes,
-      facet_keys, streaming, provider, signature, signature_kid, signature_domain, signature_error, seq,
-      search_doc)
+      facet_keys, streaming, provider, signature, signature_kid, signature_domain, signature_error, seq)
     select id, owner, name, description, url, card_url, visibility, status, generation, protocol_version,
       latest_version, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
-      streaming, provider, signature, signature_kid, signature_domain, signature_error, ${nextSeq},
-      ${searchDocument({
-        name: sql.raw("name"),
-        description: sql.raw("description"),
-        skillText: sql.raw("array_to_string(skills || tags, ' ')"),
-      })}
+      streaming, provider, signature, signature_kid, signature_domain, signature_error, ${nextSeq}
     from input order by ord
     on conflict do nothing
     returning id, seq, created_at, updated_at
@@ -214,7 +193,6 @@ function newAgentRow(
     // What the agents_feed_stamp trigger sets: true once the agent is public.
     everPublic: values.everPublic === true || values.visibility === "public",
     facetKeys,
-    searchDoc: null,
     seq,
     createdAt,
     updatedAt,
@@ -374,12 +352,6 @@ export function agentsRepo(database: Database) {
           tags: values.tags,
           inputModes: values.inputModes,
           outputModes: values.outputModes,
-        });
-      if (values.name !== undefined && values.skills !== undefined && values.tags !== undefined)
-        changes.searchDoc = searchDocument({
-          name: values.name,
-          description: values.description ?? "",
-          skillText: skillTextOf({ skills: values.skills, tags: values.tags }),
         });
       const rows = await executor
         .update(agents)

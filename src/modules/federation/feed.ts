@@ -68,8 +68,8 @@ function visibleNow(caller: Caller): SQL {
     or exists (select 1 from ${entitlements} e where e.agent_id = ${agents.id} and e.client_id = ${caller.clientId})))`;
 }
 
-/** Every column the record is made of: all but the search document. */
-const { searchDoc: _searchDoc, ...recordColumns } = getTableColumns(agents);
+/** Every column the record is made of. */
+const recordColumns = getTableColumns(agents);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -17,7 +17,6 @@ import postgres from "postgres";
 import type { Config } from "../../config";
 import type { Database, Executor } from "../../infra/db/client";
 import { agents, peerSyncs, peers } from "../../infra/db/schema";
-import { searchDocument } from "../agents/repo";
 import { decryptSecret } from "./crypto";
 import { copyId, FeedFormatError, type PreparedPage } from "./page";
 
@@ -134,7 +133,6 @@ const UPDATED_COLUMNS = [
   "updated_at",
   "deleted_at",
   "seq",
-  "search_doc",
 ];
 
 /**
@@ -176,11 +174,6 @@ async function upsertCopies(
     created_at: c.createdAt,
     updated_at: c.updatedAt,
   }));
-  const searchDoc = searchDocument({
-    name: sql`r.name`,
-    description: sql`r.description`,
-    skillText: sql`array_to_string(r.skills || r.tags, ' ')`,
-  });
   const result = await database.rows<{ updated: number }>(
     sql`with incoming as (
           select * from json_to_recordset(${JSON.stringify(rows)}::json) as r(${sql.raw(INCOMING_COLUMNS)})
@@ -194,12 +187,12 @@ async function upsertCopies(
           insert into agents (id, owner, name, description, url, card_url, visibility, status, status_message,
             generation, protocol_version, latest_version, card_raw, card_hash, skills, tags, input_modes,
             output_modes, facet_keys, streaming, provider, signature, health, checked_at, origin_registry,
-            origin_id, seq, created_at, updated_at, deleted_at, search_doc)
+            origin_id, seq, created_at, updated_at, deleted_at)
           select r.id, null, r.name, r.description, r.url, null, r.visibility, r.status, r.status_message,
             r.generation, r.protocol_version, r.latest_version, r.card_raw, r.card_hash,
             r.skills, r.tags, r.input_modes, r.output_modes, r.facet_keys, r.streaming, r.provider, r.signature,
             r.health, r.checked_at, ${registry}, r.origin_id, nextval('agent_seq'), r.created_at, r.updated_at,
-            null, ${searchDoc}
+            null
           from incoming r
           on conflict (origin_registry, origin_id) where origin_registry is not null do update set
             ${sql.raw(UPDATED_COLUMNS.map((c) => `"${c}" = excluded."${c}"`).join(", "))}

@@ -5,7 +5,7 @@ import type { IndexChange, SearchRow } from "../../infra/search/types";
 import { visibleTo } from "../agents/repo";
 import type { Caller } from "../auth/model";
 
-const { searchDoc: _searchDoc, ...rowColumns } = getTableColumns(agents);
+const rowColumns = getTableColumns(agents);
 
 export function searchRepo(database: Database) {
   const { db } = database;
