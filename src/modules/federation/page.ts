@@ -78,27 +78,32 @@ export function copyId(registry: string, originId: string): string {
 
 const isSpace = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
 
+/** Index just past the string whose opening quote is at `start`. */
+function skipString(text: string, start: number): number {
+  let i = start + 1;
+  for (;;) {
+    const quote = text.indexOf('"', i);
+    if (quote < 0) return text.length;
+    // Escaped only when an odd number of backslashes precede it.
+    let backslash = quote - 1;
+    while (backslash > start && text.charCodeAt(backslash) === 0x5c) backslash--;
+    if ((quote - 1 - backslash) % 2 === 0) return quote + 1;
+    i = quote + 1;
+  }
+}
+
 /** Index just past the JSON value starting at `i` (text already accepted by JSON.parse). */
 function skipValue(text: string, start: number): number {
   let i = start;
   const n = text.length;
   const first = text.charCodeAt(i);
-  if (first === 0x22) {
-    i++;
-    while (i < n) {
-      const c = text.charCodeAt(i);
-      if (c === 0x5c) i += 2;
-      else if (c === 0x22) return i + 1;
-      else i++;
-    }
-    return n;
-  }
+  if (first === 0x22) return skipString(text, i);
   if (first === 0x7b || first === 0x5b) {
     let depth = 0;
     while (i < n) {
       const c = text.charCodeAt(i);
       if (c === 0x22) {
-        i = skipValue(text, i);
+        i = skipString(text, i);
         continue;
       }
       if (c === 0x7b || c === 0x5b) depth++;
@@ -124,52 +129,65 @@ function skipSpace(text: string, start: number) {
   return i;
 }
 
-/** [start, end) of each member value of the object at `start`, by key (the last duplicate wins). */
-function memberSpans(text: string, start: number): Map<string, [number, number]> {
-  const spans = new Map<string, [number, number]>();
+/**
+ * Walks the members of the object at `start`: `visit` gets each key and where its value starts, and
+ * returns where the value ends when it read into it (else the value is skipped). Returns the index
+ * past the object. So a caller descends only where it needs to and each byte is scanned once.
+ */
+function eachMember(text: string, start: number, visit: (key: string, at: number) => number | undefined) {
   let i = skipSpace(text, start);
-  if (text.charCodeAt(i) !== 0x7b) return spans;
+  if (text.charCodeAt(i) !== 0x7b) return skipValue(text, i);
   i = skipSpace(text, i + 1);
   while (i < text.length && text.charCodeAt(i) === 0x22) {
-    const keyEnd = skipValue(text, i);
-    const key = JSON.parse(text.slice(i, keyEnd)) as string;
+    const keyEnd = skipString(text, i);
+    const raw = text.slice(i + 1, keyEnd - 1);
+    const key = raw.includes("\\") ? (JSON.parse(text.slice(i, keyEnd)) as string) : raw;
     i = skipSpace(text, keyEnd);
     if (text.charCodeAt(i) !== 0x3a) break;
     i = skipSpace(text, i + 1);
-    const valueEnd = skipValue(text, i);
-    spans.set(key, [i, valueEnd]);
-    i = skipSpace(text, valueEnd);
+    i = skipSpace(text, visit(key, i) ?? skipValue(text, i));
     if (text.charCodeAt(i) === 0x2c) i = skipSpace(text, i + 1);
   }
-  return spans;
+  return text.charCodeAt(i) === 0x7d ? i + 1 : i;
 }
 
-/** [start, end) of each element of the array at `start`. */
-function elementSpans(text: string, start: number): Array<[number, number]> {
-  const spans: Array<[number, number]> = [];
+/** Walks the elements of the array at `start` like eachMember; returns the index past the array. */
+function eachElement(text: string, start: number, visit: (index: number, at: number) => number) {
   let i = skipSpace(text, start);
-  if (text.charCodeAt(i) !== 0x5b) return spans;
+  if (text.charCodeAt(i) !== 0x5b) return skipValue(text, i);
   i = skipSpace(text, i + 1);
-  while (i < text.length && text.charCodeAt(i) !== 0x5d) {
-    const end = skipValue(text, i);
-    spans.push([i, end]);
-    i = skipSpace(text, end);
+  for (let index = 0; i < text.length && text.charCodeAt(i) !== 0x5d; index++) {
+    i = skipSpace(text, visit(index, i));
     if (text.charCodeAt(i) === 0x2c) i = skipSpace(text, i + 1);
     else break;
   }
-  return spans;
+  return text.charCodeAt(i) === 0x5d ? i + 1 : i;
 }
 
-/** The exact text of changes[k].agent.card for every change (undefined where there is none). */
+/**
+ * The exact text of changes[k].agent.card for every change (undefined where there is none), in one
+ * pass over the page. A repeated member counts as JSON.parse counts it: the last one.
+ */
 export function cardTexts(pageText: string): Array<string | undefined> {
-  const changes = memberSpans(pageText, 0).get("changes");
-  if (!changes) return [];
-  return elementSpans(pageText, changes[0]).map(([start]) => {
-    const agent = memberSpans(pageText, start).get("agent");
-    if (!agent) return undefined;
-    const card = memberSpans(pageText, agent[0]).get("card");
-    return card ? pageText.slice(card[0], card[1]) : undefined;
+  let cards: Array<string | undefined> = [];
+  eachMember(pageText, 0, (key, at) => {
+    if (key !== "changes") return undefined;
+    cards = [];
+    return eachElement(pageText, at, (index, change) => {
+      cards[index] = undefined;
+      return eachMember(pageText, change, (member, agent) => {
+        if (member !== "agent") return undefined;
+        cards[index] = undefined;
+        return eachMember(pageText, agent, (field, card) => {
+          if (field !== "card") return undefined;
+          const end = skipValue(pageText, card);
+          cards[index] = pageText.slice(card, end);
+          return end;
+        });
+      });
+    });
   });
+  return cards;
 }
 
 // ---------------------------------------------------------------------------------------------------
