@@ -203,6 +203,34 @@ describe("feed pages from peers", () => {
     expect(page.skipped.map((s) => s.originId).sort()).toEqual(["a1", "a2"]);
   });
 
+  test("what Postgres cannot store as text (NUL, lone surrogates) skips the record, never the page", () => {
+    const weather = JSON.parse(cardText) as { skills: Array<Record<string, unknown>> };
+    const withNul = JSON.stringify({ ...weather, description: "nul \u0000 inside" });
+    const withSurrogate = JSON.stringify({
+      ...weather,
+      skills: [{ ...weather.skills[0], tags: ["lone \ud800 surrogate"] }],
+    });
+    // A status message cut at 500 code units between the halves of a pair: kept, made whole.
+    const longStatus = `${"x".repeat(499)}\u{1F600} and more`;
+    const text = pageText(
+      [
+        { seq: 1, op: "upsert", id: "a1", agent: record("a1"), card: withNul },
+        { seq: 2, op: "upsert", id: "a2", agent: record("a2"), card: withSurrogate },
+        { seq: 3, op: "upsert", id: "a3", agent: record("a3", { statusMessage: longStatus }) },
+        { seq: 4, op: "delete", id: "bad\u0000id" },
+        { seq: 5, op: "upsert", id: "a5", agent: record("a5") },
+      ],
+      5,
+    );
+    const page = preparePage(text, 0, "reg-b");
+    expect(page.upserts.map((u) => u.originId)).toEqual(["a3", "a5"]);
+    // Copies of the skipped records are removed; an id no copy can have is not looked for.
+    expect(page.deletes.sort()).toEqual(["a1", "a2"]);
+    expect(page.skipped.map((s) => s.originId).sort()).toEqual(["a1", "a2", "bad\u0000id"]);
+    expect(page.skipped.find((s) => s.originId === "a1")?.reason).toContain("NUL");
+    expect(page.upserts[0]!.columns.statusMessage).toBe("x".repeat(499));
+  });
+
   test("copy ids are stable, distinct per origin and never a v7 (local) id", () => {
     expect(copyId("reg-a", "x")).toBe(copyId("reg-a", "x"));
     expect(copyId("reg-a", "x")).not.toBe(copyId("reg-b", "x"));

@@ -1,7 +1,8 @@
 /**
  * The sync store's page write on its own (no peer, no HTTP): copies keep the cards' exact texts
  * whatever they hold, a page whose card text could not be told apart from the next one is refused
- * whole, and planner statistics follow what the sync writes (narrow passes during it, a full one
+ * whole, records Postgres could not store as text are skipped without holding up the page, and
+ * planner statistics follow what the sync writes (narrow passes during it, a full one
  * after runs that wrote 1,000 copies).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -9,7 +10,13 @@ import { sql } from "drizzle-orm";
 import { testConfig } from "../src/config";
 import { analyzeCard, cardHash } from "../src/modules/agents/card";
 import { facetKeysOf } from "../src/modules/agents/repo";
-import { type CopyColumns, copyId, FeedFormatError, type PreparedPage } from "../src/modules/federation/page";
+import {
+  type CopyColumns,
+  copyId,
+  FeedFormatError,
+  type PreparedPage,
+  preparePage,
+} from "../src/modules/federation/page";
 import { createSyncStore, type SyncStore } from "../src/modules/federation/store";
 import { BACKENDS, createTestDatabase, type TestDatabase } from "./support/db";
 import { cardFor } from "./support/federation";
@@ -136,6 +143,38 @@ for (const backend of BACKENDS) {
         sql`select last_seq from peers where id = ${peerId}`,
       );
       expect(Number(peer!.last_seq)).toBe(cursor);
+    });
+
+    test("a page holding what Postgres cannot store as text applies: those records are skipped", async () => {
+      const agent = (id: string, card: object, statusMessage: string | null = null) => ({
+        id,
+        visibility: "public",
+        status: "active",
+        statusMessage,
+        source: { registry: REGISTRY, originId: id, federated: false },
+        card,
+      });
+      const changes = [
+        { op: "upsert", id: "nul", agent: agent("nul", cardFor("Nul", { description: "a \u0000 b" })) },
+        {
+          op: "upsert",
+          id: "status",
+          agent: agent("status", cardFor("Status"), `${"s".repeat(499)}\u{1F600}`),
+        },
+        { op: "delete", id: "gone\u0000" },
+        { op: "upsert", id: "fine", agent: agent("fine", cardFor("Fine")) },
+      ].map((change, i) => ({ seq: cursor + i + 1, ...change }));
+      const text = JSON.stringify({ changes, nextSince: cursor + changes.length, hasMore: true });
+      const prepared = preparePage(text, cursor, "store-b");
+      expect(prepared.skipped.map((s) => s.originId).sort()).toEqual(["gone\u0000", "nul"]);
+      const result = await apply(prepared);
+      expect(result.added).toBe(2);
+      const rows = await db.database.rows<{ origin_id: string; status_message: string | null }>(
+        sql`select origin_id, status_message from agents where origin_id in ('nul', 'status', 'fine')
+            order by origin_id`,
+      );
+      expect(rows.map((r) => r.origin_id)).toEqual(["fine", "status"]);
+      expect(rows[1]!.status_message).toBe("s".repeat(499));
     });
 
     test("statistics: the sync's lookup columns while it writes, the rest after runs wrote 1,000 copies", async () => {

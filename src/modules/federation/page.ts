@@ -204,6 +204,18 @@ function isoOr(value: unknown, fallback: string | null): string | null {
   return Number.isNaN(time) ? fallback : new Date(time).toISOString();
 }
 
+/** Whether Postgres can store the string as text: no NUL, no lone surrogate (not Unicode, so not UTF-8). */
+const storable = (value: string) => !value.includes("\0") && value.isWellFormed();
+
+/**
+ * A free-text field cut to at most `max` code units, never between the halves of a surrogate pair, and
+ * made storable: lone surrogates it came with become U+FFFD, NUL characters are dropped.
+ */
+function freeText(value: string, max: number) {
+  const end = max < value.length && /[\ud800-\udbff]/.test(value[max - 1]!) ? max - 1 : max;
+  return value.slice(0, end).toWellFormed().replaceAll("\0", "");
+}
+
 function oneOf<T extends string>(value: unknown, allowed: readonly T[]): T | undefined {
   return allowed.includes(value as T) ? (value as T) : undefined;
 }
@@ -230,6 +242,7 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
 
   const raw = changes.some((c) => isObject(c) && c.op === "upsert") ? cardTexts(text) : [];
   const byOrigin = new Map<string, PreparedUpsert | { seq: number; deleted: true; reason?: string }>();
+  const unstorableIds: Skipped[] = [];
   let registry: string | null = null;
   let previous = since;
   for (const [index, change] of changes.entries()) {
@@ -241,6 +254,11 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
     previous = seq;
     if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID)
       throw new FeedFormatError(`${where}.id is not an id`);
+    if (!storable(id)) {
+      // No copy can exist under an id this registry cannot store: nothing to write or remove.
+      unstorableIds.push({ originId: id, reason: "its id holds a NUL character or a lone surrogate" });
+      continue;
+    }
     if (op === "delete") {
       byOrigin.set(id, { seq, deleted: true });
       continue;
@@ -290,9 +308,26 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
       );
       continue;
     }
+    const facets = analysis.facets;
+    // The card's text is stored as it came (escapes included); what is derived from it must be text.
+    const derived = [
+      analysis.name,
+      analysis.description,
+      analysis.primaryUrl,
+      analysis.version,
+      analysis.protocolVersion,
+      facets.provider,
+      ...facets.skills,
+      ...facets.tags,
+      ...facets.inputModes,
+      ...facets.outputModes,
+    ];
+    if (!derived.every((value) => value === null || storable(value))) {
+      skip("its card holds a NUL character or a lone surrogate where this registry stores text");
+      continue;
+    }
     const cardRaw = raw[index]?.trim() || JSON.stringify(card);
     const now = new Date().toISOString();
-    const facets = analysis.facets;
     byOrigin.set(id, {
       seq,
       originId: id,
@@ -302,7 +337,7 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
         url: analysis.primaryUrl,
         visibility,
         status,
-        statusMessage: typeof agent.statusMessage === "string" ? agent.statusMessage.slice(0, 500) : null,
+        statusMessage: typeof agent.statusMessage === "string" ? freeText(agent.statusMessage, 500) : null,
         generation: analysis.generation,
         protocolVersion: analysis.protocolVersion,
         latestVersion: analysis.version,
@@ -331,7 +366,7 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
     registry,
     upserts: [],
     deletes: [],
-    skipped: [],
+    skipped: [...unstorableIds],
     changes: changes.length,
   };
   for (const [originId, entry] of byOrigin) {
