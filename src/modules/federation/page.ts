@@ -220,11 +220,20 @@ function oneOf<T extends string>(value: unknown, allowed: readonly T[]): T | und
   return allowed.includes(value as T) ? (value as T) : undefined;
 }
 
+/** A feed page whose envelope was checked: where the next page starts is known before its records are. */
+export type ReadPage = {
+  text: string;
+  since: number;
+  changes: unknown[];
+  nextSince: number;
+  hasMore: boolean;
+};
+
 /**
- * Checks a page of a peer's feed read with `since` and prepares its rows. Throws FeedFormatError for a
- * page that breaks the contract. `ownRegistryId` guards against a peer serving this registry's own id.
+ * Parses a page of a peer's feed read with `since` and checks its envelope (changes array, cursor
+ * moving forward). Throws FeedFormatError for a page that breaks the contract.
  */
-export function preparePage(text: string, since: number, ownRegistryId: string): PreparedPage {
+export function readPage(text: string, since: number): ReadPage {
   let page: unknown;
   try {
     page = JSON.parse(text);
@@ -239,7 +248,20 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
   if (nextSince < since) throw new FeedFormatError(`nextSince ${nextSince} goes back before since ${since}`);
   if (hasMore && nextSince === since)
     throw new FeedFormatError("the feed says it has more but its cursor did not move");
+  return { text, since, changes, nextSince, hasMore };
+}
 
+/**
+ * Checks a page of a peer's feed read with `since` and prepares its rows. Throws FeedFormatError for a
+ * page that breaks the contract. `ownRegistryId` guards against a peer serving this registry's own id.
+ */
+export function preparePage(text: string, since: number, ownRegistryId: string): PreparedPage {
+  return prepareRecords(readPage(text, since), ownRegistryId);
+}
+
+/** The records of a page whose envelope readPage checked, checked and turned into rows (see preparePage). */
+export function prepareRecords(page: ReadPage, ownRegistryId: string): PreparedPage {
+  const { text, since, changes, nextSince, hasMore } = page;
   const raw = changes.some((c) => isObject(c) && c.op === "upsert") ? cardTexts(text) : [];
   const byOrigin = new Map<string, PreparedUpsert | { seq: number; deleted: true; reason?: string }>();
   const unstorableIds: Skipped[] = [];
