@@ -301,14 +301,18 @@ export function createSyncStore(deps: {
   }
 
   /**
-   * The other columns' statistics (search, listing) once runs have written 1,000 copies, as the agents
-   * service does after as many local writes. In the background once the run is recorded: nothing the
-   * sync does depends on them, and what it wrote was readable and searchable from each page's commit.
+   * The other columns' statistics (search, listing), in the background once a run is recorded: nothing
+   * the sync does depends on them, and what it wrote was readable and searchable from each page's
+   * commit. After 1,000 copies written, then each time the copies written since reach half of all this
+   * store has written (as the agents service paces its ANALYZE): once after an initial sync, rarely in
+   * steady state, where a pass over a large table would cost more than the writes it follows.
    */
+  let fullAnalyzeAfter = 1000;
   let refreshing: Promise<void> | undefined;
   function refreshStatistics() {
-    if (writtenSinceFullAnalyze < 1000 || refreshing) return;
+    if (writtenSinceFullAnalyze < fullAnalyzeAfter || refreshing) return;
     writtenSinceFullAnalyze = 0;
+    fullAnalyzeAfter = Math.max(1000, Math.floor(written / 2));
     refreshing = database
       .rows(sql`analyze agents`)
       .then(
