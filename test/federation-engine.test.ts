@@ -7,8 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { testConfig } from "../src/config";
 import { createLogger } from "../src/infra/logger";
 import { createSyncEngine, type RunReport } from "../src/modules/federation/engine";
-import type { PreparedPage } from "../src/modules/federation/page";
-import type { SyncStore } from "../src/modules/federation/store";
+import type { StorePage, SyncStore } from "../src/modules/federation/store";
 import { cardFor } from "./support/federation";
 
 const PEER = "http://127.0.0.1:9";
@@ -40,7 +39,7 @@ function peer(pages: Map<number, object>) {
 
 /** A store in memory: one peer, always due; it records the pages applied and how the run ended. */
 function memoryStore() {
-  const applied: PreparedPage[] = [];
+  const applied: StorePage[] = [];
   const finished: string[] = [];
   const store: SyncStore = {
     schedule: async () => [],

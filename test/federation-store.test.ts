@@ -17,7 +17,7 @@ import {
   type PreparedPage,
   preparePage,
 } from "../src/modules/federation/page";
-import { createSyncStore, type SyncStore } from "../src/modules/federation/store";
+import { createSyncStore, packPage, type StorePage, type SyncStore } from "../src/modules/federation/store";
 import { BACKENDS, createTestDatabase, type TestDatabase } from "./support/db";
 import { cardFor } from "./support/federation";
 
@@ -78,7 +78,7 @@ for (const backend of BACKENDS) {
       skipped: [],
       changes: texts.length,
     });
-    const apply = async (prepared: PreparedPage) => {
+    const apply = async (prepared: StorePage) => {
       const result = await store.applyPage(peerId, syncId, prepared);
       cursor = prepared.nextSince;
       return result;
@@ -127,6 +127,30 @@ for (const backend of BACKENDS) {
               where a.id = ${id}`,
         );
         expect(row).toEqual({ card_raw: texts[i]!, version: texts[i]! });
+      }
+    });
+
+    test("a page packed in the worker for the main thread (embedded) writes the same copies", async () => {
+      const texts = [JSON.stringify(cardFor("Packed one")), JSON.stringify(cardFor("Packed two"), null, 2)];
+      const prepared = page(texts);
+      const packed = packPage(prepared);
+      expect(packed.params?.registry).toBe(REGISTRY);
+      for (const upsert of packed.upserts) expect(upsert.columns).toBeUndefined();
+      // What crosses to the other thread is two strings, not the copies' columns.
+      expect(structuredClone(packed)).toEqual(packed);
+      expect((await apply(packed)).added).toBe(2);
+      for (const [i, upsert] of prepared.upserts.entries()) {
+        const [row] = await db.database.rows<{
+          card_raw: string;
+          name: string;
+          doc: boolean;
+          versions: number;
+        }>(
+          sql`select card_raw, name, search_doc is not null as doc,
+                (select count(*)::int from agent_versions v where v.agent_id = a.id) as versions
+              from agents a where a.id = ${copyId(REGISTRY, upsert.originId)}`,
+        );
+        expect(row).toEqual({ card_raw: texts[i]!, name: upsert.columns.name, doc: true, versions: 1 });
       }
     });
 

@@ -20,7 +20,7 @@ import { type Database, type Executor, runStatement } from "../../infra/db/clien
 import { agents, peerSyncs, peers } from "../../infra/db/schema";
 import { searchDocument } from "../agents/repo";
 import { decryptSecret } from "./crypto";
-import { copyId, FeedFormatError, type PreparedPage } from "./page";
+import { copyId, FeedFormatError, type PreparedPage, type PreparedUpsert } from "./page";
 
 /** The advisory lock space of per-peer sync locks: (PEER_LOCK_CLASS, hashtext(peer id)). */
 export const PEER_LOCK_CLASS = 727_420_006;
@@ -89,12 +89,7 @@ export interface SyncStore {
    * copies are written at once and the cursor is checked and moved only once `after` has ended, so
    * the two transactions overlap and still commit in feed order (a failed `after` fails this one).
    */
-  applyPage(
-    peerId: string,
-    syncId: number,
-    page: PreparedPage,
-    after?: Promise<unknown>,
-  ): Promise<ApplyResult>;
+  applyPage(peerId: string, syncId: number, page: StorePage, after?: Promise<unknown>): Promise<ApplyResult>;
   /** Whether applyPage may be given `after` (one connection, as on PGlite, runs one transaction). */
   readonly pagesInParallel: boolean;
   finishRun(input: FinishInput): Promise<void>;
@@ -211,12 +206,10 @@ const UPSERT_COPIES = new PgDialect().sqlToQuery(sql`with incoming as (
   )
   select (select count(*) from existing)::int as updated`).sql;
 
-async function upsertCopies(
-  database: Database,
-  executor: Executor,
-  registry: string,
-  upserts: PreparedPage["upserts"],
-): Promise<{ updated: number }> {
+/** The upsert's parameters for a page's copies from `registry` (see UPSERT_COPIES). */
+export type CopyParams = { registry: string; rows: string; cards: string };
+
+export function copyParams(registry: string, upserts: Array<Pick<PreparedUpsert, "originId" | "columns">>) {
   const cards: string[] = [];
   const rows = upserts.map(({ originId, columns: c }) => {
     if (c.cardRaw.includes(CARD_SEPARATOR))
@@ -249,10 +242,52 @@ async function upsertCopies(
       updated_at: c.updatedAt,
     } satisfies Record<(typeof INCOMING_COLUMNS)[number][0], unknown>;
   });
+  return { registry, rows: JSON.stringify(rows), cards: cards.join(CARD_SEPARATOR) } satisfies CopyParams;
+}
+
+/**
+ * A page as the store takes it: as prepared, or packed (packPage) with the upsert's parameters built
+ * and the copies' columns left out.
+ */
+export type StorePage = Omit<PreparedPage, "upserts"> & {
+  upserts: Array<Pick<PreparedUpsert, "seq" | "originId"> & Partial<Pick<PreparedUpsert, "columns">>>;
+  params?: CopyParams;
+};
+
+/**
+ * The page with its upsert's parameters built here, for a store in another thread (embedded PGlite):
+ * the thread that writes, which also serves HTTP there, then only runs the statement, and receives two
+ * strings instead of 500 rows of columns to copy between threads.
+ */
+export function packPage(page: PreparedPage): StorePage {
+  if (page.registry === null || page.upserts.length === 0) return page;
+  return {
+    ...page,
+    upserts: page.upserts.map(({ seq, originId }) => ({ seq, originId })),
+    params: copyParams(page.registry, page.upserts),
+  };
+}
+
+function paramsOf(page: StorePage, registry: string): CopyParams {
+  if (page.params) {
+    if (page.params.registry !== registry)
+      throw new Error(`the page was packed for registry ${page.params.registry}, not ${registry}`);
+    return page.params;
+  }
+  return copyParams(
+    registry,
+    page.upserts.map(({ originId, columns }) => {
+      if (!columns) throw new Error(`the page carries neither parameters nor the columns of ${originId}`);
+      return { originId, columns };
+    }),
+  );
+}
+
+async function upsertCopies(database: Database, executor: Executor, params: CopyParams) {
   const result = await runStatement<{ updated: number }>(
     database,
     UPSERT_COPIES,
-    [JSON.stringify(rows), cards.join(CARD_SEPARATOR), registry],
+    [params.rows, params.cards, params.registry],
     executor,
   );
   return { updated: Number(result[0]?.updated ?? 0) };
@@ -423,7 +458,7 @@ export function createSyncStore(deps: {
   async function applyPage(
     peerId: string,
     syncId: number,
-    page: PreparedPage,
+    page: StorePage,
     after?: Promise<unknown>,
   ): Promise<ApplyResult> {
     const result = await writePage(peerId, syncId, page, after);
@@ -434,7 +469,7 @@ export function createSyncStore(deps: {
   function writePage(
     peerId: string,
     syncId: number,
-    page: PreparedPage,
+    page: StorePage,
     after: Promise<unknown> | undefined,
   ): Promise<ApplyResult> {
     return db.transaction(async (tx) => {
@@ -506,7 +541,7 @@ export function createSyncStore(deps: {
       if (registry !== null) {
         if (page.upserts.length > 0) {
           const reg = registry;
-          const written = await upsertCopies(database, tx, reg, page.upserts);
+          const written = await upsertCopies(database, tx, paramsOf(page, reg));
           updated = written.updated;
           added = page.upserts.length - written.updated;
           for (const { originId } of page.upserts) changedIds.push(copyId(reg, originId));
