@@ -22,6 +22,7 @@ import { SQL } from "bun";
 import { copyId } from "../src/modules/federation/page";
 import { seedAgents } from "../test/support/federation-seed";
 import { maskUrl } from "./support/backend";
+import { type CpuSample, cpuMeter } from "./support/cpu";
 import { machineInfo } from "./support/machine";
 import {
   cleanupAll,
@@ -194,6 +195,8 @@ type BackendResult = {
   description: string;
   seedMs: number;
   replicationMs: number;
+  /** CPU spent during the replication by each registry process and its database's backends. */
+  cpu: { a: CpuSample; b: CpuSample };
   runMs: number;
   pages: number;
   rssAfterReplication: { a: number; b: number };
@@ -238,36 +241,49 @@ async function runBackend(kind: BackendKind, runId: string, tmp: string): Promis
     json: { name: "bench puller", scopes: ["agents:read"] },
   });
 
-  // (1) Initial replication.
-  const replicationStart = performance.now();
-  const added = await call<{ id: string }>(B.base, "/v1/peers", bAdmin, {
-    method: "POST",
-    json: {
-      name: "bench-a",
-      baseUrl: A.base,
-      clientId: puller.body.client_id,
-      clientSecret: puller.body.client_secret,
-    },
-  });
-  if (added.status !== 201) throw new Error(`add peer: ${added.status} ${JSON.stringify(added.body)}`);
-  const peerId = added.body.id;
-  let lastPrint = 0;
-  for (;;) {
-    const status = (
-      await call<{ agentsSynced: number; lastStatus: string }>(B.base, `/v1/peers/${peerId}`, bAdmin)
-    ).body;
-    const elapsed = performance.now() - replicationStart;
-    if (status.agentsSynced >= settings.agents && status.lastStatus === "success") break;
-    if (elapsed - lastPrint > 5000) {
-      lastPrint = elapsed;
-      console.log(
-        `[${kind}]   ${fmtS(elapsed)}: ${fmtInt(status.agentsSynced)} copied (${status.lastStatus})`,
-      );
+  // (1) Initial replication, with the CPU each side spends on it (from /proc: the registry process, all
+  // its threads, and the Postgres backends of its database; PGlite runs inside the registry process).
+  const meterA = cpuMeter(A.pid, backend.a.databaseUrl);
+  const meterB = cpuMeter(B.pid, backend.b.databaseUrl);
+  const replicate = async () => {
+    const replicationStart = performance.now();
+    const added = await call<{ id: string }>(B.base, "/v1/peers", bAdmin, {
+      method: "POST",
+      json: {
+        name: "bench-a",
+        baseUrl: A.base,
+        clientId: puller.body.client_id,
+        clientSecret: puller.body.client_secret,
+      },
+    });
+    if (added.status !== 201) throw new Error(`add peer: ${added.status} ${JSON.stringify(added.body)}`);
+    const peerId = added.body.id;
+    let lastPrint = 0;
+    for (;;) {
+      const status = (
+        await call<{ agentsSynced: number; lastStatus: string }>(B.base, `/v1/peers/${peerId}`, bAdmin)
+      ).body;
+      const elapsed = performance.now() - replicationStart;
+      if (status.agentsSynced >= settings.agents && status.lastStatus === "success") break;
+      if (elapsed - lastPrint > 5000) {
+        lastPrint = elapsed;
+        console.log(
+          `[${kind}]   ${fmtS(elapsed)}: ${fmtInt(status.agentsSynced)} copied (${status.lastStatus})`,
+        );
+      }
+      if (elapsed > 30 * 60_000) throw new Error(`replication did not finish:\n${logTail(B.logPath)}`);
+      await sleep(100);
     }
-    if (elapsed > 30 * 60_000) throw new Error(`replication did not finish:\n${logTail(B.logPath)}`);
-    await sleep(100);
-  }
-  const replicationMs = performance.now() - replicationStart;
+    return { peerId, replicationMs: performance.now() - replicationStart };
+  };
+  const replication = replicate();
+  const [measuredA, measuredB] = await Promise.all([
+    meterA.measure(() => replication),
+    meterB.measure(() => replication),
+  ]);
+  await Promise.all([meterA.close(), meterB.close()]);
+  const { peerId, replicationMs } = measuredA.value;
+  const cpu = { a: measuredA.cpu, b: measuredB.cpu };
   const runs = (
     await call<{ items: Array<{ pages: number; added: number; startedAt: string; finishedAt: string }> }>(
       B.base,
@@ -280,6 +296,7 @@ async function runBackend(kind: BackendKind, runId: string, tmp: string): Promis
   console.log(
     `[${kind}] replicated ${fmtInt(settings.agents)} agents in ${fmtS(replicationMs)} (${fmtInt((settings.agents / replicationMs) * 1000)}/s; sync runs ${fmtS(runMs)}, ${pages} pages)`,
   );
+  console.log(`[${kind}] CPU per page: ${cpuPerPage(cpu, pages)}`);
   const rssAfterReplication = { a: A.peakRssKb(), b: B.peakRssKb() };
 
   // Spot check: a sample of copies is readable on B with A's card bytes.
@@ -369,6 +386,7 @@ async function runBackend(kind: BackendKind, runId: string, tmp: string): Promis
     description: backend.description,
     seedMs,
     replicationMs,
+    cpu,
     runMs,
     pages,
     rssAfterReplication,
@@ -383,6 +401,20 @@ async function runBackend(kind: BackendKind, runId: string, tmp: string): Promis
 
 const mib = (kb: number) => `${(kb / 1024).toFixed(0)} MiB`;
 
+/** CPU per applied page by side, and what all of it would take on this machine's cores at best. */
+function cpuPerPage(cpu: BackendResult["cpu"], pages: number) {
+  const per = (ms: number | undefined) => (ms === undefined ? "n/a" : `${Math.round(ms / pages)} ms`);
+  const total = cpu.a.registryMs + cpu.b.registryMs + (cpu.a.postgresMs ?? 0) + (cpu.b.postgresMs ?? 0);
+  const cores = navigator.hardwareConcurrency || 1;
+  return [
+    `A registry ${per(cpu.a.registryMs)}`,
+    `A postgres ${per(cpu.a.postgresMs)}`,
+    `B registry ${per(cpu.b.registryMs)}`,
+    `B postgres ${per(cpu.b.postgresMs)}`,
+    `total ${per(total)} (${fmtS(total)} of CPU: ${fmtS(total / cores)} on ${cores} cores if nothing waited)`,
+  ].join(", ");
+}
+
 function renderBackend(r: BackendResult): string[] {
   return [
     `### ${r.kind}`,
@@ -395,6 +427,7 @@ function renderBackend(r: BackendResult): string[] {
     `| from POST /v1/peers to B reporting all copied | ${fmtS(r.replicationMs)} |`,
     `| sync runs (peer_syncs rows) | ${fmtS(r.runMs)}, ${r.pages} pages of up to ${settings.pageSize} |`,
     `| throughput | ${fmtInt((settings.agents / r.replicationMs) * 1000)} agents/s |`,
+    `| CPU per page (from /proc; PGlite's work counts as its registry's) | ${cpuPerPage(r.cpu, r.pages)} |`,
     `| peak RSS after replication | A ${mib(r.rssAfterReplication.a)}, B ${mib(r.rssAfterReplication.b)} |`,
     "",
     `Steady state (FEDERATION_INTERVAL_SECONDS=1): an operation on A every ${settings.opIntervalMs} ms for ${settings.lagSeconds} s`,

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import fc from "fast-check";
 import { decryptSecret, encryptSecret } from "../src/modules/federation/crypto";
 import { backoffMs } from "../src/modules/federation/engine";
 import { cardTexts, copyId, FeedFormatError, preparePage } from "../src/modules/federation/page";
@@ -76,6 +77,52 @@ describe("feed pages from peers", () => {
     });
     expect(first!.columns.facetKeys).toContain("skill:forecast");
     expect(second!.columns.cardRaw).toBe(spaced);
+  });
+
+  test("card texts: a repeated member counts as JSON.parse counts it (the last), escaped keys are read", () => {
+    const first = '{"name":"First"}';
+    const last = '{ "name" : "Last \\"quoted\\" \\\\" }';
+    const text = `{"changes":[
+      {"seq":1,"op":"upsert","id":"a","agent":{"card":${first},"id":"a","card":${last}}},
+      {"seq":2,"op":"upsert","id":"b","agent":{"card":${first}},"agent":{"id":"b"}},
+      {"seq":3,"op":"upsert","id":"c","agent":{"c\\u0061rd":${last}}}
+    ],"nextSince":3,"hasMore":false}`;
+    const parsed = JSON.parse(text) as { changes: Array<{ agent: { card?: unknown } }> };
+    expect(cardTexts(text)).toEqual([last, undefined, last]);
+    expect(parsed.changes.map((c) => c.agent.card)).toEqual([JSON.parse(last), undefined, JSON.parse(last)]);
+    // A later "changes" replaces the earlier one, as it does for JSON.parse.
+    expect(cardTexts(`{"changes":[{"agent":{"card":${first}}}],"changes":[{"agent":{}}]}`)).toEqual([
+      undefined,
+    ]);
+  });
+
+  test("card texts: the exact text of every card, whatever its content and spacing (property)", () => {
+    const spaced = (value: unknown, space: number) => JSON.stringify(value, null, space);
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            card: fc.option(fc.dictionary(fc.string(), fc.jsonValue()), { nil: undefined }),
+            space: fc.integer({ min: 0, max: 3 }),
+          }),
+          { maxLength: 8 },
+        ),
+        (changes) => {
+          const parts = changes.map(({ card, space }, i) =>
+            card === undefined
+              ? `{"seq":${i + 1},"op":"delete","id":"x${i}"}`
+              : `{"seq":${i + 1},"op":"upsert","id":"x${i}","agent":{"id":"x${i}","card":${spaced(card, space)},"z":[{"card":1}]}}`,
+          );
+          const text = `{ "changes" : [ ${parts.join(" ,\n")} ], "nextSince": ${changes.length}, "hasMore": false }`;
+          const texts = cardTexts(text);
+          expect(texts).toHaveLength(changes.length);
+          changes.forEach(({ card, space }, i) => {
+            expect(texts[i]).toBe(card === undefined ? undefined : spaced(card, space));
+          });
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   test("a page breaking the contract is refused whole", () => {
@@ -154,6 +201,34 @@ describe("feed pages from peers", () => {
     expect(page.upserts.map((u) => u.originId)).toEqual(["a3"]);
     expect(page.deletes.sort()).toEqual(["a1", "a2"]);
     expect(page.skipped.map((s) => s.originId).sort()).toEqual(["a1", "a2"]);
+  });
+
+  test("what Postgres cannot store as text (NUL, lone surrogates) skips the record, never the page", () => {
+    const weather = JSON.parse(cardText) as { skills: Array<Record<string, unknown>> };
+    const withNul = JSON.stringify({ ...weather, description: "nul \u0000 inside" });
+    const withSurrogate = JSON.stringify({
+      ...weather,
+      skills: [{ ...weather.skills[0], tags: ["lone \ud800 surrogate"] }],
+    });
+    // A status message cut at 500 code units between the halves of a pair: kept, made whole.
+    const longStatus = `${"x".repeat(499)}\u{1F600} and more`;
+    const text = pageText(
+      [
+        { seq: 1, op: "upsert", id: "a1", agent: record("a1"), card: withNul },
+        { seq: 2, op: "upsert", id: "a2", agent: record("a2"), card: withSurrogate },
+        { seq: 3, op: "upsert", id: "a3", agent: record("a3", { statusMessage: longStatus }) },
+        { seq: 4, op: "delete", id: "bad\u0000id" },
+        { seq: 5, op: "upsert", id: "a5", agent: record("a5") },
+      ],
+      5,
+    );
+    const page = preparePage(text, 0, "reg-b");
+    expect(page.upserts.map((u) => u.originId)).toEqual(["a3", "a5"]);
+    // Copies of the skipped records are removed; an id no copy can have is not looked for.
+    expect(page.deletes.sort()).toEqual(["a1", "a2"]);
+    expect(page.skipped.map((s) => s.originId).sort()).toEqual(["a1", "a2", "bad\u0000id"]);
+    expect(page.skipped.find((s) => s.originId === "a1")?.reason).toContain("NUL");
+    expect(page.upserts[0]!.columns.statusMessage).toBe("x".repeat(499));
   });
 
   test("copy ids are stable, distinct per origin and never a v7 (local) id", () => {

@@ -21,11 +21,11 @@ import type { ListFilters } from "./model";
 
 const columns = getTableColumns(agents);
 /**
- * What a list page reads: exactly the columns a record shows (recordBody) and its seq for the cursor.
- * Not the search document nor the facet arrays, which it never shows: decoding them cost more than the
- * rest of the row.
+ * What a list page and the change feed read: exactly the columns a record shows (recordBody) and its
+ * seq (cursor, feed position). Not the search document nor the facet arrays, which they never show:
+ * decoding them cost more than the rest of the row.
  */
-const LISTED_COLUMNS = {
+export const LISTED_COLUMNS = {
   id: columns.id,
   seq: columns.seq,
   name: columns.name,

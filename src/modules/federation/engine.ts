@@ -16,7 +16,7 @@
  */
 import type { Config } from "../../config";
 import type { Logger } from "../../infra/logger";
-import { FeedFormatError, type PreparedPage, preparePage } from "./page";
+import { FeedFormatError, type PreparedPage, prepareRecords, type ReadPage, readPage } from "./page";
 import {
   describePeerError,
   fetchFeedPage,
@@ -125,9 +125,12 @@ export function createSyncEngine(deps: {
     return obtained.accessToken;
   }
 
-  type Fetched = { kind: "page"; page: PreparedPage } | { kind: "expired"; detail: string };
+  type Fetched = { kind: "page"; page: ReadPage } | { kind: "expired"; detail: string };
 
-  /** Reads and prepares the page after `since`, handling 401 (new token), 429 (wait) and oversize pages. */
+  /**
+   * Reads the page after `since` and checks its envelope, handling 401 (new token), 429 (wait) and
+   * oversize pages. Its records are prepared by the caller, once it has asked for the next page.
+   */
   async function fetchPage(peer: RunPeer, since: number, limitIn: number): Promise<Fetched> {
     let limit = limitIn;
     let renewed = false;
@@ -135,7 +138,7 @@ export function createSyncEngine(deps: {
       const answer = await fetchFeedPage(peer.baseUrl, await token(peer, false), since, limit, http);
       if (answer.kind === "page") {
         try {
-          return { kind: "page", page: preparePage(answer.text, since, config.registryId) };
+          return { kind: "page", page: readPage(answer.text, since) };
         } catch (error) {
           if (error instanceof FeedFormatError)
             throw new PeerError(`malformed feed page: ${error.message}`, "format");
@@ -269,16 +272,17 @@ export function createSyncEngine(deps: {
             next = fetchPage(peer, 0, pageSize);
             continue;
           }
-          const { page } = fetched;
           heardFrom = true;
-          unapplied.push(page);
           pageSize = Math.min(fullPage, pageSize * 2);
           pageSizes.set(peer.id, pageSize);
-          // Read ahead while this page is written; dropped if the write fails or we stop.
-          if (page.hasMore && !stopping) {
-            next = fetchPage(peer, page.nextSince, pageSize);
+          // Read ahead while this page is prepared and written (the peer renders the next one meanwhile);
+          // dropped if this one fails or we stop.
+          if (fetched.page.hasMore && !stopping) {
+            next = fetchPage(peer, fetched.page.nextSince, pageSize);
             next.catch(() => {});
           }
+          const page = prepareRecords(fetched.page, config.registryId);
+          unapplied.push(page);
           // Side by side only when neither transaction can wait on a row the other holds (see
           // store.applyPage): no shared copy, and a registry id the peer row already names.
           if (

@@ -28,13 +28,14 @@
  * purged seq becomes the horizon: a `since` below it (other than 0, a full read) could have missed a
  * deletion, so it gets 410 CURSOR_EXPIRED and the puller re-reads the feed from 0.
  */
-import { and, asc, getTableColumns, gt, isNull, lte, type SQL, sql } from "drizzle-orm";
+import { and, asc, gt, isNull, lte, type SQL, sql } from "drizzle-orm";
 import type { Config } from "../../config";
 import { ApiError } from "../../errors";
 import type { Database } from "../../infra/db/client";
 import { agents, entitlementRevocations, entitlements } from "../../infra/db/schema";
 import type { Logger } from "../../infra/logger";
 import type { Caller } from "../auth/model";
+import { LISTED_COLUMNS } from "../agents/repo";
 import { recordBody } from "../agents/service";
 
 /** The advisory lock the agents_feed_stamp trigger holds (shared) while a seq is uncommitted. */
@@ -67,9 +68,6 @@ function visibleNow(caller: Caller): SQL {
   return sql`(${live} and (${agents.visibility} = 'public' or ${agents.owner} = ${caller.clientId}
     or exists (select 1 from ${entitlements} e where e.agent_id = ${agents.id} and e.client_id = ${caller.clientId})))`;
 }
-
-/** Every column the record is made of. */
-const recordColumns = getTableColumns(agents);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -146,7 +144,7 @@ export function createChangeFeed(deps: { config: Config; database: Database; log
         if (upTo <= since) return render([], since, false);
         const rows = await tx
           .select({
-            ...recordColumns,
+            ...LISTED_COLUMNS,
             visible: sql<boolean>`${visibleNow(caller)}`.as("visible"),
           })
           .from(agents)

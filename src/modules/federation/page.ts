@@ -78,27 +78,32 @@ export function copyId(registry: string, originId: string): string {
 
 const isSpace = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
 
+/** Index just past the string whose opening quote is at `start`. */
+function skipString(text: string, start: number): number {
+  let i = start + 1;
+  for (;;) {
+    const quote = text.indexOf('"', i);
+    if (quote < 0) return text.length;
+    // Escaped only when an odd number of backslashes precede it.
+    let backslash = quote - 1;
+    while (backslash > start && text.charCodeAt(backslash) === 0x5c) backslash--;
+    if ((quote - 1 - backslash) % 2 === 0) return quote + 1;
+    i = quote + 1;
+  }
+}
+
 /** Index just past the JSON value starting at `i` (text already accepted by JSON.parse). */
 function skipValue(text: string, start: number): number {
   let i = start;
   const n = text.length;
   const first = text.charCodeAt(i);
-  if (first === 0x22) {
-    i++;
-    while (i < n) {
-      const c = text.charCodeAt(i);
-      if (c === 0x5c) i += 2;
-      else if (c === 0x22) return i + 1;
-      else i++;
-    }
-    return n;
-  }
+  if (first === 0x22) return skipString(text, i);
   if (first === 0x7b || first === 0x5b) {
     let depth = 0;
     while (i < n) {
       const c = text.charCodeAt(i);
       if (c === 0x22) {
-        i = skipValue(text, i);
+        i = skipString(text, i);
         continue;
       }
       if (c === 0x7b || c === 0x5b) depth++;
@@ -124,52 +129,65 @@ function skipSpace(text: string, start: number) {
   return i;
 }
 
-/** [start, end) of each member value of the object at `start`, by key (the last duplicate wins). */
-function memberSpans(text: string, start: number): Map<string, [number, number]> {
-  const spans = new Map<string, [number, number]>();
+/**
+ * Walks the members of the object at `start`: `visit` gets each key and where its value starts, and
+ * returns where the value ends when it read into it (else the value is skipped). Returns the index
+ * past the object. So a caller descends only where it needs to and each byte is scanned once.
+ */
+function eachMember(text: string, start: number, visit: (key: string, at: number) => number | undefined) {
   let i = skipSpace(text, start);
-  if (text.charCodeAt(i) !== 0x7b) return spans;
+  if (text.charCodeAt(i) !== 0x7b) return skipValue(text, i);
   i = skipSpace(text, i + 1);
   while (i < text.length && text.charCodeAt(i) === 0x22) {
-    const keyEnd = skipValue(text, i);
-    const key = JSON.parse(text.slice(i, keyEnd)) as string;
+    const keyEnd = skipString(text, i);
+    const raw = text.slice(i + 1, keyEnd - 1);
+    const key = raw.includes("\\") ? (JSON.parse(text.slice(i, keyEnd)) as string) : raw;
     i = skipSpace(text, keyEnd);
     if (text.charCodeAt(i) !== 0x3a) break;
     i = skipSpace(text, i + 1);
-    const valueEnd = skipValue(text, i);
-    spans.set(key, [i, valueEnd]);
-    i = skipSpace(text, valueEnd);
+    i = skipSpace(text, visit(key, i) ?? skipValue(text, i));
     if (text.charCodeAt(i) === 0x2c) i = skipSpace(text, i + 1);
   }
-  return spans;
+  return text.charCodeAt(i) === 0x7d ? i + 1 : i;
 }
 
-/** [start, end) of each element of the array at `start`. */
-function elementSpans(text: string, start: number): Array<[number, number]> {
-  const spans: Array<[number, number]> = [];
+/** Walks the elements of the array at `start` like eachMember; returns the index past the array. */
+function eachElement(text: string, start: number, visit: (index: number, at: number) => number) {
   let i = skipSpace(text, start);
-  if (text.charCodeAt(i) !== 0x5b) return spans;
+  if (text.charCodeAt(i) !== 0x5b) return skipValue(text, i);
   i = skipSpace(text, i + 1);
-  while (i < text.length && text.charCodeAt(i) !== 0x5d) {
-    const end = skipValue(text, i);
-    spans.push([i, end]);
-    i = skipSpace(text, end);
+  for (let index = 0; i < text.length && text.charCodeAt(i) !== 0x5d; index++) {
+    i = skipSpace(text, visit(index, i));
     if (text.charCodeAt(i) === 0x2c) i = skipSpace(text, i + 1);
     else break;
   }
-  return spans;
+  return text.charCodeAt(i) === 0x5d ? i + 1 : i;
 }
 
-/** The exact text of changes[k].agent.card for every change (undefined where there is none). */
+/**
+ * The exact text of changes[k].agent.card for every change (undefined where there is none), in one
+ * pass over the page. A repeated member counts as JSON.parse counts it: the last one.
+ */
 export function cardTexts(pageText: string): Array<string | undefined> {
-  const changes = memberSpans(pageText, 0).get("changes");
-  if (!changes) return [];
-  return elementSpans(pageText, changes[0]).map(([start]) => {
-    const agent = memberSpans(pageText, start).get("agent");
-    if (!agent) return undefined;
-    const card = memberSpans(pageText, agent[0]).get("card");
-    return card ? pageText.slice(card[0], card[1]) : undefined;
+  let cards: Array<string | undefined> = [];
+  eachMember(pageText, 0, (key, at) => {
+    if (key !== "changes") return undefined;
+    cards = [];
+    return eachElement(pageText, at, (index, change) => {
+      cards[index] = undefined;
+      return eachMember(pageText, change, (member, agent) => {
+        if (member !== "agent") return undefined;
+        cards[index] = undefined;
+        return eachMember(pageText, agent, (field, card) => {
+          if (field !== "card") return undefined;
+          const end = skipValue(pageText, card);
+          cards[index] = pageText.slice(card, end);
+          return end;
+        });
+      });
+    });
   });
+  return cards;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -186,15 +204,36 @@ function isoOr(value: unknown, fallback: string | null): string | null {
   return Number.isNaN(time) ? fallback : new Date(time).toISOString();
 }
 
+/** Whether Postgres can store the string as text: no NUL, no lone surrogate (not Unicode, so not UTF-8). */
+const storable = (value: string) => !value.includes("\0") && value.isWellFormed();
+
+/**
+ * A free-text field cut to at most `max` code units, never between the halves of a surrogate pair, and
+ * made storable: lone surrogates it came with become U+FFFD, NUL characters are dropped.
+ */
+function freeText(value: string, max: number) {
+  const end = max < value.length && /[\ud800-\udbff]/.test(value[max - 1]!) ? max - 1 : max;
+  return value.slice(0, end).toWellFormed().replaceAll("\0", "");
+}
+
 function oneOf<T extends string>(value: unknown, allowed: readonly T[]): T | undefined {
   return allowed.includes(value as T) ? (value as T) : undefined;
 }
 
+/** A feed page whose envelope was checked: where the next page starts is known before its records are. */
+export type ReadPage = {
+  text: string;
+  since: number;
+  changes: unknown[];
+  nextSince: number;
+  hasMore: boolean;
+};
+
 /**
- * Checks a page of a peer's feed read with `since` and prepares its rows. Throws FeedFormatError for a
- * page that breaks the contract. `ownRegistryId` guards against a peer serving this registry's own id.
+ * Parses a page of a peer's feed read with `since` and checks its envelope (changes array, cursor
+ * moving forward). Throws FeedFormatError for a page that breaks the contract.
  */
-export function preparePage(text: string, since: number, ownRegistryId: string): PreparedPage {
+export function readPage(text: string, since: number): ReadPage {
   let page: unknown;
   try {
     page = JSON.parse(text);
@@ -209,9 +248,23 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
   if (nextSince < since) throw new FeedFormatError(`nextSince ${nextSince} goes back before since ${since}`);
   if (hasMore && nextSince === since)
     throw new FeedFormatError("the feed says it has more but its cursor did not move");
+  return { text, since, changes, nextSince, hasMore };
+}
 
+/**
+ * Checks a page of a peer's feed read with `since` and prepares its rows. Throws FeedFormatError for a
+ * page that breaks the contract. `ownRegistryId` guards against a peer serving this registry's own id.
+ */
+export function preparePage(text: string, since: number, ownRegistryId: string): PreparedPage {
+  return prepareRecords(readPage(text, since), ownRegistryId);
+}
+
+/** The records of a page whose envelope readPage checked, checked and turned into rows (see preparePage). */
+export function prepareRecords(page: ReadPage, ownRegistryId: string): PreparedPage {
+  const { text, since, changes, nextSince, hasMore } = page;
   const raw = changes.some((c) => isObject(c) && c.op === "upsert") ? cardTexts(text) : [];
   const byOrigin = new Map<string, PreparedUpsert | { seq: number; deleted: true; reason?: string }>();
+  const unstorableIds: Skipped[] = [];
   let registry: string | null = null;
   let previous = since;
   for (const [index, change] of changes.entries()) {
@@ -223,6 +276,11 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
     previous = seq;
     if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID)
       throw new FeedFormatError(`${where}.id is not an id`);
+    if (!storable(id)) {
+      // No copy can exist under an id this registry cannot store: nothing to write or remove.
+      unstorableIds.push({ originId: id, reason: "its id holds a NUL character or a lone surrogate" });
+      continue;
+    }
     if (op === "delete") {
       byOrigin.set(id, { seq, deleted: true });
       continue;
@@ -272,9 +330,26 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
       );
       continue;
     }
+    const facets = analysis.facets;
+    // The card's text is stored as it came (escapes included); what is derived from it must be text.
+    const derived = [
+      analysis.name,
+      analysis.description,
+      analysis.primaryUrl,
+      analysis.version,
+      analysis.protocolVersion,
+      facets.provider,
+      ...facets.skills,
+      ...facets.tags,
+      ...facets.inputModes,
+      ...facets.outputModes,
+    ];
+    if (!derived.every((value) => value === null || storable(value))) {
+      skip("its card holds a NUL character or a lone surrogate where this registry stores text");
+      continue;
+    }
     const cardRaw = raw[index]?.trim() || JSON.stringify(card);
     const now = new Date().toISOString();
-    const facets = analysis.facets;
     byOrigin.set(id, {
       seq,
       originId: id,
@@ -284,7 +359,7 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
         url: analysis.primaryUrl,
         visibility,
         status,
-        statusMessage: typeof agent.statusMessage === "string" ? agent.statusMessage.slice(0, 500) : null,
+        statusMessage: typeof agent.statusMessage === "string" ? freeText(agent.statusMessage, 500) : null,
         generation: analysis.generation,
         protocolVersion: analysis.protocolVersion,
         latestVersion: analysis.version,
@@ -313,7 +388,7 @@ export function preparePage(text: string, since: number, ownRegistryId: string):
     registry,
     upserts: [],
     deletes: [],
-    skipped: [],
+    skipped: [...unstorableIds],
     changes: changes.length,
   };
   for (const [originId, entry] of byOrigin) {

@@ -15,10 +15,11 @@
 import { and, eq, inArray, isNull, lt, sql } from "drizzle-orm";
 import postgres from "postgres";
 import type { Config } from "../../config";
-import type { Database, Executor } from "../../infra/db/client";
+import { PgDialect } from "drizzle-orm/pg-core";
+import { type Database, type Executor, runStatement } from "../../infra/db/client";
 import { agents, peerSyncs, peers } from "../../infra/db/schema";
 import { decryptSecret } from "./crypto";
-import { copyId, FeedFormatError, type PreparedPage } from "./page";
+import { copyId, FeedFormatError, type PreparedPage, type PreparedUpsert } from "./page";
 
 /** The advisory lock space of per-peer sync locks: (PEER_LOCK_CLASS, hashtext(peer id)). */
 export const PEER_LOCK_CLASS = 727_420_006;
@@ -87,24 +88,40 @@ export interface SyncStore {
    * copies are written at once and the cursor is checked and moved only once `after` has ended, so
    * the two transactions overlap and still commit in feed order (a failed `after` fails this one).
    */
-  applyPage(
-    peerId: string,
-    syncId: number,
-    page: PreparedPage,
-    after?: Promise<unknown>,
-  ): Promise<ApplyResult>;
+  applyPage(peerId: string, syncId: number, page: StorePage, after?: Promise<unknown>): Promise<ApplyResult>;
   /** Whether applyPage may be given `after` (one connection, as on PGlite, runs one transaction). */
   readonly pagesInParallel: boolean;
   finishRun(input: FinishInput): Promise<void>;
   close(): Promise<void>;
 }
 
-/** The incoming rows' shape inside the upsert (json_to_recordset column list). */
-const INCOMING_COLUMNS = `id uuid, origin_id text, name text, description text, url text, visibility text,
-  status text, status_message text, generation text, protocol_version text, latest_version text,
-  card_raw text, card_hash text, skills text[], tags text[], input_modes text[], output_modes text[],
-  facet_keys text[], streaming boolean, provider text, signature text, health text, checked_at timestamptz,
-  created_at timestamptz, updated_at timestamptz`;
+/** The incoming rows' columns inside the upsert (json_to_recordset), all but the card's text. */
+const INCOMING_COLUMNS = [
+  ["id", "uuid"],
+  ["origin_id", "text"],
+  ["name", "text"],
+  ["description", "text"],
+  ["url", "text"],
+  ["visibility", "text"],
+  ["status", "text"],
+  ["status_message", "text"],
+  ["generation", "text"],
+  ["protocol_version", "text"],
+  ["latest_version", "text"],
+  ["card_hash", "text"],
+  ["skills", "text[]"],
+  ["tags", "text[]"],
+  ["input_modes", "text[]"],
+  ["output_modes", "text[]"],
+  ["facet_keys", "text[]"],
+  ["streaming", "boolean"],
+  ["provider", "text"],
+  ["signature", "text"],
+  ["health", "text"],
+  ["checked_at", "timestamptz"],
+  ["created_at", "timestamptz"],
+  ["updated_at", "timestamptz"],
+] as const;
 
 /** Columns an upsert takes from the incoming copy (all of them: the peer's record is the truth). */
 const UPDATED_COLUMNS = [
@@ -136,74 +153,134 @@ const UPDATED_COLUMNS = [
 ];
 
 /**
- * Writes a page's copies in one statement: the rows travel as one JSON parameter (building a
- * 500-row, 30-column insert in the driver cost more than running it), the version row is added from
- * what was written, and the pre-existing state counts
- * which copies were new. Returns how many existed live before.
+ * Separates the cards' texts in the upsert's second parameter. A JSON text never holds this control
+ * character unescaped, so splitting on it gives the texts back exactly.
  */
-async function upsertCopies(
-  database: Database,
-  executor: Executor,
-  registry: string,
-  upserts: PreparedPage["upserts"],
-): Promise<{ updated: number }> {
-  const rows = upserts.map(({ originId, columns: c }) => ({
-    id: copyId(registry, originId),
-    origin_id: originId,
-    name: c.name,
-    description: c.description,
-    url: c.url,
-    visibility: c.visibility,
-    status: c.status,
-    status_message: c.statusMessage,
-    generation: c.generation,
-    protocol_version: c.protocolVersion,
-    latest_version: c.latestVersion,
-    card_raw: c.cardRaw,
-    card_hash: c.cardHash,
-    skills: c.skills,
-    tags: c.tags,
-    input_modes: c.inputModes,
-    output_modes: c.outputModes,
-    facet_keys: c.facetKeys,
-    streaming: c.streaming,
-    provider: c.provider,
-    signature: c.signature,
-    health: c.health,
-    checked_at: c.checkedAt,
-    created_at: c.createdAt,
-    updated_at: c.updatedAt,
-  }));
-  const result = await database.rows<{ updated: number }>(
-    sql`with incoming as (
-          select * from json_to_recordset(${JSON.stringify(rows)}::json) as r(${sql.raw(INCOMING_COLUMNS)})
-        ),
-        existing as (
-          select a.origin_id from agents a
-          where a.origin_registry = ${registry} and a.deleted_at is null
-            and a.origin_id in (select origin_id from incoming)
-        ),
-        upserted as (
-          insert into agents (id, owner, name, description, url, card_url, visibility, status, status_message,
-            generation, protocol_version, latest_version, card_raw, card_hash, skills, tags, input_modes,
-            output_modes, facet_keys, streaming, provider, signature, health, checked_at, origin_registry,
-            origin_id, seq, created_at, updated_at, deleted_at)
-          select r.id, null, r.name, r.description, r.url, null, r.visibility, r.status, r.status_message,
-            r.generation, r.protocol_version, r.latest_version, r.card_raw, r.card_hash,
-            r.skills, r.tags, r.input_modes, r.output_modes, r.facet_keys, r.streaming, r.provider, r.signature,
-            r.health, r.checked_at, ${registry}, r.origin_id, nextval('agent_seq'), r.created_at, r.updated_at,
-            null
-          from incoming r
-          on conflict (origin_registry, origin_id) where origin_registry is not null do update set
-            ${sql.raw(UPDATED_COLUMNS.map((c) => `"${c}" = excluded."${c}"`).join(", "))}
-          returning id, latest_version, card_raw, card_hash
-        ),
-        versions as (
-          insert into agent_versions (agent_id, version, card_raw, card_hash)
-          select id, latest_version, card_raw, card_hash from upserted
-          on conflict (agent_id, version) do nothing
-        )
-        select (select count(*) from existing)::int as updated`,
+const CARD_SEPARATOR = "\x1e";
+
+/**
+ * Writes a page's copies in one statement, prepared once per connection (its text never changes):
+ * the rows travel as one JSON parameter ($1, building a 500-row, 30-column insert in the driver cost
+ * more than running it) and their cards' texts beside it as one text parameter ($2, the texts joined
+ * by CARD_SEPARATOR, zipped back row by row). Kept out of the JSON, the cards (most of a page's bytes)
+ * need no escaping on this side and no unescaping by Postgres. The registry is $3. The version row is
+ * added from what was written, and the pre-existing state counts which copies were new.
+ */
+const UPSERT_COPIES = new PgDialect().sqlToQuery(sql`with incoming as (
+    select * from rows from (
+      json_to_recordset(${sql.raw("$1")}::text::json) as (${sql.raw(INCOMING_COLUMNS.map(([c, type]) => `${c} ${type}`).join(", "))}),
+      unnest(string_to_array(${sql.raw("$2")}::text, chr(30)))
+    ) as r(${sql.raw(INCOMING_COLUMNS.map(([c]) => c).join(", "))}, card_raw)
+  ),
+  existing as (
+    select a.origin_id from agents a
+    where a.origin_registry = ${sql.raw("$3")}::text and a.deleted_at is null
+      and a.origin_id in (select origin_id from incoming)
+  ),
+  upserted as (
+    insert into agents (id, owner, name, description, url, card_url, visibility, status, status_message,
+      generation, protocol_version, latest_version, card_raw, card_hash, skills, tags, input_modes,
+      output_modes, facet_keys, streaming, provider, signature, health, checked_at, origin_registry,
+      origin_id, seq, created_at, updated_at, deleted_at)
+    -- seq 0: the agents_feed_stamp trigger gives every row it writes the next seq (0 is never a row's).
+    select r.id, null, r.name, r.description, r.url, null, r.visibility, r.status, r.status_message,
+      r.generation, r.protocol_version, r.latest_version, r.card_raw, r.card_hash,
+      r.skills, r.tags, r.input_modes, r.output_modes, r.facet_keys, r.streaming, r.provider, r.signature,
+      r.health, r.checked_at, ${sql.raw("$3")}::text, r.origin_id, 0, r.created_at, r.updated_at, null
+    from incoming r
+    on conflict (origin_registry, origin_id) where origin_registry is not null do update set
+      ${sql.raw(UPDATED_COLUMNS.map((c) => `"${c}" = excluded."${c}"`).join(", "))}
+    returning id, latest_version, card_raw, card_hash
+  ),
+  versions as (
+    insert into agent_versions (agent_id, version, card_raw, card_hash)
+    select id, latest_version, card_raw, card_hash from upserted
+    on conflict (agent_id, version) do nothing
+  )
+  select (select count(*) from existing)::int as updated`).sql;
+
+/** The upsert's parameters for a page's copies from `registry` (see UPSERT_COPIES). */
+export type CopyParams = { registry: string; rows: string; cards: string };
+
+export function copyParams(registry: string, upserts: Array<Pick<PreparedUpsert, "originId" | "columns">>) {
+  const cards: string[] = [];
+  const rows = upserts.map(({ originId, columns: c }) => {
+    if (c.cardRaw.includes(CARD_SEPARATOR))
+      throw new FeedFormatError(`the card of ${originId} is not JSON text`);
+    cards.push(c.cardRaw);
+    return {
+      id: copyId(registry, originId),
+      origin_id: originId,
+      name: c.name,
+      description: c.description,
+      url: c.url,
+      visibility: c.visibility,
+      status: c.status,
+      status_message: c.statusMessage,
+      generation: c.generation,
+      protocol_version: c.protocolVersion,
+      latest_version: c.latestVersion,
+      card_hash: c.cardHash,
+      skills: c.skills,
+      tags: c.tags,
+      input_modes: c.inputModes,
+      output_modes: c.outputModes,
+      facet_keys: c.facetKeys,
+      streaming: c.streaming,
+      provider: c.provider,
+      signature: c.signature,
+      health: c.health,
+      checked_at: c.checkedAt,
+      created_at: c.createdAt,
+      updated_at: c.updatedAt,
+    } satisfies Record<(typeof INCOMING_COLUMNS)[number][0], unknown>;
+  });
+  return { registry, rows: JSON.stringify(rows), cards: cards.join(CARD_SEPARATOR) } satisfies CopyParams;
+}
+
+/**
+ * A page as the store takes it: as prepared, or packed (packPage) with the upsert's parameters built
+ * and the copies' columns left out.
+ */
+export type StorePage = Omit<PreparedPage, "upserts"> & {
+  upserts: Array<Pick<PreparedUpsert, "seq" | "originId"> & Partial<Pick<PreparedUpsert, "columns">>>;
+  params?: CopyParams;
+};
+
+/**
+ * The page with its upsert's parameters built here, for a store in another thread (embedded PGlite):
+ * the thread that writes, which also serves HTTP there, then only runs the statement, and receives two
+ * strings instead of 500 rows of columns to copy between threads.
+ */
+export function packPage(page: PreparedPage): StorePage {
+  if (page.registry === null || page.upserts.length === 0) return page;
+  return {
+    ...page,
+    upserts: page.upserts.map(({ seq, originId }) => ({ seq, originId })),
+    params: copyParams(page.registry, page.upserts),
+  };
+}
+
+function paramsOf(page: StorePage, registry: string): CopyParams {
+  if (page.params) {
+    if (page.params.registry !== registry)
+      throw new Error(`the page was packed for registry ${page.params.registry}, not ${registry}`);
+    return page.params;
+  }
+  return copyParams(
+    registry,
+    page.upserts.map(({ originId, columns }) => {
+      if (!columns) throw new Error(`the page carries neither parameters nor the columns of ${originId}`);
+      return { originId, columns };
+    }),
+  );
+}
+
+async function upsertCopies(database: Database, executor: Executor, params: CopyParams) {
+  const result = await runStatement<{ updated: number }>(
+    database,
+    UPSERT_COPIES,
+    [params.rows, params.cards, params.registry],
     executor,
   );
   return { updated: Number(result[0]?.updated ?? 0) };
@@ -235,15 +312,44 @@ export function createSyncStore(deps: {
    * Planner statistics keep up with the copies written: an agents table analysed while nearly empty
    * gets sequential scans for the per-page lookups, which made each page slower than the last (an
    * initial sync of 100k agents took minutes until autovacuum came by; embedded PGlite has none).
-   * Analysed after 1,000 rows written, then each time the count doubles: a handful of passes.
+   * Analysed after 1,000 rows written, then each time the count doubles: a handful of passes, each
+   * only of the columns those lookups filter on (the row count comes with any analyze). A full pass
+   * reads every sampled card and builds search-document statistics: ~0.8 s of CPU at 64k rows, three
+   * times the narrow one, and the sync needs none of it.
    */
   let written = 0;
   let analyzeAt = 1000;
+  let writtenSinceFullAnalyze = 0;
   async function keepStatistics(rows: number) {
     written += rows;
+    writtenSinceFullAnalyze += rows;
     if (written < analyzeAt) return;
     analyzeAt = written * 2;
-    await database.rows(sql`analyze agents`).catch(() => {});
+    await database.rows(sql`analyze agents (origin_registry, origin_id, deleted_at, seq)`).catch(() => {});
+  }
+
+  /**
+   * The other columns' statistics (search, listing), in the background once a run is recorded: nothing
+   * the sync does depends on them, and what it wrote was readable and searchable from each page's
+   * commit. After 1,000 copies written, then each time the copies written since reach half of all this
+   * store has written (as the agents service paces its ANALYZE): once after an initial sync, rarely in
+   * steady state, where a pass over a large table would cost more than the writes it follows.
+   */
+  let fullAnalyzeAfter = 1000;
+  let refreshing: Promise<void> | undefined;
+  function refreshStatistics() {
+    if (writtenSinceFullAnalyze < fullAnalyzeAfter || refreshing) return;
+    writtenSinceFullAnalyze = 0;
+    fullAnalyzeAfter = Math.max(1000, Math.floor(written / 2));
+    refreshing = database
+      .rows(sql`analyze agents`)
+      .then(
+        () => {},
+        () => {},
+      )
+      .finally(() => {
+        refreshing = undefined;
+      });
   }
 
   async function tryLock(peerId: string) {
@@ -345,7 +451,7 @@ export function createSyncStore(deps: {
   async function applyPage(
     peerId: string,
     syncId: number,
-    page: PreparedPage,
+    page: StorePage,
     after?: Promise<unknown>,
   ): Promise<ApplyResult> {
     const result = await writePage(peerId, syncId, page, after);
@@ -356,16 +462,17 @@ export function createSyncStore(deps: {
   function writePage(
     peerId: string,
     syncId: number,
-    page: PreparedPage,
+    page: StorePage,
     after: Promise<unknown> | undefined,
   ): Promise<ApplyResult> {
     return db.transaction(async (tx) => {
       /**
        * A sync page is derived data: the peer still holds it. Without waiting for the WAL flush, a crash
        * can lose the last pages committed, but only as a suffix of whole transactions, cursor included,
-       * so they are read again: exactly once still holds.
+       * so they are read again: exactly once still holds. Embedded PGlite too: its commit otherwise
+       * waits for the flush on the thread that serves HTTP (~1.4 ms per commit measured).
        */
-      if (database.kind === "postgres") await tx.execute(sql`set local synchronous_commit = off`);
+      await tx.execute(sql`set local synchronous_commit = off`);
       const lockPeer = async () => {
         const [locked] = await tx
           .select({
@@ -427,7 +534,7 @@ export function createSyncStore(deps: {
       if (registry !== null) {
         if (page.upserts.length > 0) {
           const reg = registry;
-          const written = await upsertCopies(database, tx, reg, page.upserts);
+          const written = await upsertCopies(database, tx, paramsOf(page, reg));
           updated = written.updated;
           added = page.upserts.length - written.updated;
           for (const { originId } of page.upserts) changedIds.push(copyId(reg, originId));
@@ -526,6 +633,7 @@ export function createSyncStore(deps: {
         } as never)
         .where(eq(peers.id, input.peerId));
     });
+    refreshStatistics();
   }
 
   return {
@@ -539,6 +647,7 @@ export function createSyncStore(deps: {
     finishRun,
     close: async () => {
       localLocks.clear();
+      await refreshing;
       await lockConnection?.end({ timeout: 5 });
     },
   };

@@ -15,7 +15,8 @@ import { openDatabase, type Database } from "../../infra/db/client";
 import { createLogger } from "../../infra/logger";
 import { createSyncEngine, type SyncEngine } from "./engine";
 import { createCaller, errorToWire, type FromWorker, HEARTBEAT_MS, type ToWorker } from "./messages";
-import { createSyncStore, type SyncStore } from "./store";
+import type { PreparedPage } from "./page";
+import { createSyncStore, packPage, type SyncStore } from "./store";
 
 declare const self: Worker;
 
@@ -41,8 +42,9 @@ function relayStore(): SyncStore {
     beginRun: call("beginRun"),
     startResnapshot: call("startResnapshot"),
     // The main thread's PGlite runs one transaction at a time: pages are applied one after another.
-    applyPage: (peerId: string, syncId: number, page: unknown) =>
-      caller.call("store", "applyPage", [peerId, syncId, page]),
+    // Packed here, so that thread (which also serves HTTP) is left only the statement to run.
+    applyPage: (peerId: string, syncId: number, page: PreparedPage) =>
+      caller.call("store", "applyPage", [peerId, syncId, packPage(page)]),
     pagesInParallel: false,
     finishRun: call("finishRun"),
     close: async () => {},
