@@ -844,6 +844,11 @@ for (const backend of BACKENDS) {
         expect(await counted()).toBe(before);
         await publish(1);
         await countedBecomes(4);
+        // The search rows are analysed with the agents.
+        const [search] = await t.db.database.rows<{ n: number }>(
+          sql`select reltuples::float8 as n from pg_class where oid = 'agent_search'::regclass`,
+        );
+        expect(Number(search!.n)).toBe(4);
         await publish(4); // the next after max(4, 4 / 2) writes
         await countedBecomes(8);
         await publish(4); // max(4, 8 / 2)

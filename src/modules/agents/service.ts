@@ -238,7 +238,8 @@ export function createAgentsService(deps: AgentsDeps) {
     writesSinceAnalyze = 0;
     analyzing = true;
     (async () => {
-      await database.rows(sql`analyze agents`);
+      // The search rows grow with the agents (one per live agent): searches plan from their statistics.
+      await database.rows(sql`analyze agents, agent_search`);
       const [counted] = await database.rows<{ n: number }>(
         sql`select reltuples::float8 as n from pg_class where oid = 'agents'::regclass`,
       );

@@ -342,7 +342,8 @@ export function createSyncStore(deps: {
     writtenSinceFullAnalyze = 0;
     fullAnalyzeAfter = Math.max(1000, Math.floor(written / 2));
     refreshing = database
-      .rows(sql`analyze agents`)
+      // The search rows grew with the copies (one per live agent): searches plan from their statistics.
+      .rows(sql`analyze agents, agent_search`)
       .then(
         () => {},
         () => {},
