@@ -83,10 +83,10 @@ for (const backend of BACKENDS) {
       cursor = prepared.nextSince;
       return result;
     };
-    const statsOf = async (column: string) =>
+    const statsOf = async (column: string, table = "agents") =>
       (
         await db.database.rows<{ n: number }>(
-          sql`select count(*)::int as n from pg_stats where tablename = 'agents' and attname = ${column}`,
+          sql`select count(*)::int as n from pg_stats where tablename = ${table} and attname = ${column}`,
         )
       )[0]!.n;
 
@@ -217,14 +217,15 @@ for (const backend of BACKENDS) {
         nextSyncInMs: 1000,
         previousStatus: "running",
       });
-      // The full analysis runs in the background after the run is recorded.
+      // The full analysis runs in the background after the run is recorded, one table after the other.
       const deadline = Date.now() + 20_000;
-      while ((await statsOf("name")) === 0 && Date.now() < deadline) await Bun.sleep(50);
+      while (
+        ((await statsOf("name")) === 0 || (await statsOf("seq", "agent_search")) === 0) &&
+        Date.now() < deadline
+      )
+        await Bun.sleep(50);
       expect(await statsOf("name")).toBe(1);
-      const [search] = await db.database.rows<{ n: number }>(
-        sql`select count(*)::int as n from pg_stats where tablename = 'agent_search' and attname = 'seq'`,
-      );
-      expect(search!.n).toBe(1);
+      expect(await statsOf("seq", "agent_search")).toBe(1);
       expect(await statsOf("card_raw")).toBe(1);
     }, 60_000);
   });
