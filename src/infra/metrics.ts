@@ -87,10 +87,7 @@ function createRequestMetrics(registry: Registry) {
     return record;
   };
   return {
-    record(method: string, route: string, status: number, seconds: number) {
-      recorderFor(method, route, status)(seconds);
-    },
-    /** The same series, bound once: for a path that knows its method, route and status up front. */
+    /** The series of (method, route, status); a caller may keep it for a path that knows all three. */
     recorderFor,
   };
 }

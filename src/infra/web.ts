@@ -1,6 +1,7 @@
 import { Elysia } from "elysia";
 import type { Config } from "../config";
 import { ApiError, ERROR_CODES, type ErrorCode, type FieldError, problemResponse } from "../errors";
+import { storableText } from "./db/client";
 import type { Logger } from "./logger";
 import type { Metrics } from "./metrics";
 
@@ -28,32 +29,36 @@ export function createAccessRecorder(deps: { metrics: Metrics; logger: Logger })
   const { metrics, logger } = deps;
   const accessLog = logger.isLevelEnabled("info");
   type Who = { requestId: string; clientId: string | null; ip: string | null };
-  const log = (method: string, route: string, status: number, seconds: number, who: Who) =>
-    logger.info(
-      {
-        requestId: who.requestId,
-        method,
-        route,
-        status,
-        durationMs: Math.round(seconds * 100_000) / 100,
-        clientId: who.clientId,
-        ip: who.ip,
-      },
-      "request",
-    );
-  const record = (method: string, route: string, status: number, startedAt: number, who: Who) => {
+  const finish = (
+    observe: (seconds: number) => void,
+    method: string,
+    route: string,
+    status: number,
+    startedAt: number,
+    who: Who,
+  ) => {
     const seconds = (performance.now() - startedAt) / 1000;
-    metrics.requests.record(method, route, status, seconds);
-    if (accessLog) log(method, route, status, seconds, who);
+    observe(seconds);
+    if (accessLog)
+      logger.info(
+        {
+          requestId: who.requestId,
+          method,
+          route,
+          status,
+          durationMs: Math.round(seconds * 100_000) / 100,
+          clientId: who.clientId,
+          ip: who.ip,
+        },
+        "request",
+      );
   };
+  const record = (method: string, route: string, status: number, startedAt: number, who: Who) =>
+    finish(metrics.requests.recorderFor(method, route, status), method, route, status, startedAt, who);
   /** `record` bound to one method, route and status, for a hot path that answers few kinds. */
   const recordAs = (method: string, route: string, status: number) => {
     const observe = metrics.requests.recorderFor(method, route, status);
-    return (startedAt: number, who: Who) => {
-      const seconds = (performance.now() - startedAt) / 1000;
-      observe(seconds);
-      if (accessLog) log(method, route, status, seconds, who);
-    };
+    return (startedAt: number, who: Who) => finish(observe, method, route, status, startedAt, who);
   };
   return Object.assign(record, { as: recordAs });
 }
@@ -163,10 +168,6 @@ export function nestsDeeperThan(text: string, max: number): boolean {
 }
 
 /**
- * The path (JSON pointer under `base`) of the first string, key or value, that Postgres cannot store
- * as text: one holding U+0000 (NUL) or a lone surrogate (not Unicode, so not UTF-8). Iterative.
- */
-/**
  * Whether JSON text can decode to a NUL or a lone surrogate at all. The text was decoded as strict
  * UTF-8 (no lone surrogates) and JSON forbids raw control characters in strings, so both can only come
  * from a `\u0000` or `\uD800`-`\uDFFF` escape: text without one needs no walk over the parsed value.
@@ -174,19 +175,22 @@ export function nestsDeeperThan(text: string, max: number): boolean {
  */
 export const mayHoldUnstorable = (jsonText: string) => /\\u(?:0000|[dD][89a-fA-F])/.test(jsonText);
 
+/**
+ * The path (JSON pointer under `base`) of the first string, key or value, that Postgres cannot store
+ * as text: one holding U+0000 (NUL) or a lone surrogate (not Unicode, so not UTF-8). Iterative.
+ */
 export function unstorableStringPath(value: unknown, base: string): string | undefined {
-  const bad = (s: string) => s.includes("\0") || !s.isWellFormed();
   const stack: Array<[unknown, string]> = [[value, base]];
   while (stack.length > 0) {
     const [node, path] = stack.pop()!;
     if (typeof node === "string") {
-      if (bad(node)) return path;
+      if (!storableText(node)) return path;
     } else if (Array.isArray(node)) {
       for (let i = node.length - 1; i >= 0; i--) stack.push([node[i], `${path}/${i}`]);
     } else if (node !== null && typeof node === "object") {
       for (const [key, child] of Object.entries(node)) {
         const childPath = `${path}/${key.replaceAll("~", "~0").replaceAll("/", "~1")}`;
-        if (bad(key)) return childPath;
+        if (!storableText(key)) return childPath;
         stack.push([child, childPath]);
       }
     }

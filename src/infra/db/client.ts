@@ -92,6 +92,9 @@ function preparedByDefault(client: postgres.Sql) {
   }) as typeof client.unsafe;
 }
 
+/** Whether Postgres can store the string as text: no NUL, no lone surrogate (not Unicode, so not UTF-8). */
+export const storableText = (value: string) => !value.includes("\0") && value.isWellFormed();
+
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   if (options.url) return openPostgres(options.url, options.poolMax);
   return openPglite(options.dataDir);

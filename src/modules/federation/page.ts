@@ -8,6 +8,7 @@
  * with backoff); a single record this registry cannot accept (its card fails our validation, or it is
  * itself a federated copy) is skipped and counted, so one bad agent cannot stall a peer forever.
  */
+import { storableText } from "../../infra/db/client";
 import { analyzeCard, cardHash } from "../agents/card";
 import { facetKeysOf } from "../agents/repo";
 
@@ -204,9 +205,6 @@ function isoOr(value: unknown, fallback: string | null): string | null {
   return Number.isNaN(time) ? fallback : new Date(time).toISOString();
 }
 
-/** Whether Postgres can store the string as text: no NUL, no lone surrogate (not Unicode, so not UTF-8). */
-const storable = (value: string) => !value.includes("\0") && value.isWellFormed();
-
 /**
  * A free-text field cut to at most `max` code units, never between the halves of a surrogate pair, and
  * made storable: lone surrogates it came with become U+FFFD, NUL characters are dropped.
@@ -276,7 +274,7 @@ export function prepareRecords(page: ReadPage, ownRegistryId: string): PreparedP
     previous = seq;
     if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID)
       throw new FeedFormatError(`${where}.id is not an id`);
-    if (!storable(id)) {
+    if (!storableText(id)) {
       // No copy can exist under an id this registry cannot store: nothing to write or remove.
       unstorableIds.push({ originId: id, reason: "its id holds a NUL character or a lone surrogate" });
       continue;
@@ -344,7 +342,7 @@ export function prepareRecords(page: ReadPage, ownRegistryId: string): PreparedP
       ...facets.inputModes,
       ...facets.outputModes,
     ];
-    if (!derived.every((value) => value === null || storable(value))) {
+    if (!derived.every((value) => value === null || storableText(value))) {
       skip("its card holds a NUL character or a lone surrogate where this registry stores text");
       continue;
     }
