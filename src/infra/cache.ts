@@ -40,18 +40,8 @@ export type CacheOptions<T> = {
 type L1Entry<T> = { value: T; refreshAt: number; expiresAt: number };
 
 // Replace only with a strictly newer seq: stale fills and late writes lose. Values are "<seq>|<json>",
-// a tombstone is "<seq>|".
+// a tombstone is "<seq>|". Any number of keys in one call: ARGV is the TTL, then a seq and a value per key.
 const SET_IF_NEWER = `
-local current = redis.call('GET', KEYS[1])
-if current then
-  local seq = tonumber(string.match(current, '^(%d+)|'))
-  if seq and seq >= tonumber(ARGV[1]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
-return 1`;
-
-// SET_IF_NEWER for many keys in one call: ARGV is the TTL, then a seq and a value per key.
-const SET_MANY_IF_NEWER = `
 local ttl = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
   local seq = tonumber(ARGV[2 * i])
@@ -62,17 +52,31 @@ end
 return #KEYS`;
 
 type RedisWithScript = Redis & {
-  cacheSetIfNewer(key: string, seq: string, value: string, ttl: number): Promise<number>;
-  cacheSetManyIfNewer(keyCount: number, ...keysThenArgs: Array<string | number>): Promise<number>;
+  cacheSetIfNewer(keyCount: number, ...keysThenArgs: Array<string | number>): Promise<number>;
 };
+
+/** A value as Redis holds it: its seq, and the encoded record (null for a tombstone). */
+function parseStored(stored: string): { seq: number; text: string | null } {
+  const bar = stored.indexOf("|");
+  return {
+    seq: Number(stored.slice(0, bar)),
+    text: bar === stored.length - 1 ? null : stored.slice(bar + 1),
+  };
+}
 
 export function createVersionedCache<T extends { seq: number }>(options: CacheOptions<T>) {
   const { bus, metrics, logger, l1MaxEntries, l1TtlMs, redisTtlSeconds } = options;
   const redis = options.redis as RedisWithScript | undefined;
   if (redis && typeof redis.cacheSetIfNewer !== "function")
-    redis.defineCommand("cacheSetIfNewer", { numberOfKeys: 1, lua: SET_IF_NEWER });
-  if (redis && typeof redis.cacheSetManyIfNewer !== "function")
-    redis.defineCommand("cacheSetManyIfNewer", { lua: SET_MANY_IF_NEWER });
+    redis.defineCommand("cacheSetIfNewer", { lua: SET_IF_NEWER });
+  /** Each record (its id, seq and Redis value) stored unless Redis holds a newer one; one call. */
+  const setIfNewer = (entries: Array<[id: string, seq: number, value: string]>) =>
+    redis!.cacheSetIfNewer(
+      entries.length,
+      ...entries.map(([id]) => prefix + id),
+      redisTtlSeconds,
+      ...entries.flatMap(([, seq, value]) => [String(seq), value]),
+    );
 
   const l1 = new Map<string, L1Entry<T>>();
   const prefix = `a2a:${options.name}:`;
@@ -134,14 +138,13 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
       }
       count("redis", text === null ? "miss" : "hit");
       if (text === null) return fromPostgres();
-      const bar = text.indexOf("|");
-      const seq = Number(text.slice(0, bar));
+      const stored = parseStored(text);
       // Redis only ever moves forward; a copy older than this one means Redis lost it: ask Postgres.
-      if (!(seq >= entry.value.seq)) return fromPostgres();
+      if (!(stored.seq >= entry.value.seq)) return fromPostgres();
       if (!stillCurrent()) return;
-      if (bar === text.length - 1)
+      if (stored.text === null)
         l1.delete(id); // deleted, and the invalidation never reached us
-      else renew(seq === entry.value.seq ? entry.value : options.decode(text.slice(bar + 1)));
+      else renew(stored.seq === entry.value.seq ? entry.value : options.decode(stored.text));
     };
     run()
       .catch((error: Error) => logger.debug({ err: error.message, id }, "cache refresh failed"))
@@ -162,7 +165,7 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
   async function storeInRedis(id: string, seq: number, text: string): Promise<boolean> {
     if (!redis) return true;
     try {
-      await redis.cacheSetIfNewer(prefix + id, String(seq), `${seq}|${text}`, redisTtlSeconds);
+      await setIfNewer([[id, seq, `${seq}|${text}`]]);
       return true;
     } catch (error) {
       count("redis", "error");
@@ -218,9 +221,9 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
           const text = await redis.get(prefix + id);
           if (text !== null) {
             count("redis", "hit");
-            const bar = text.indexOf("|");
-            if (bar === text.length - 1) return null; // tombstone
-            const value = options.decode(text.slice(bar + 1));
+            const stored = parseStored(text).text;
+            if (stored === null) return null; // tombstone
+            const value = options.decode(stored);
             if (generation === startedAt) remember(id, value);
             return value;
           }
@@ -253,7 +256,7 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
       l1.delete(id);
       if (redis) {
         try {
-          await redis.cacheSetIfNewer(prefix + id, String(seq), `${seq}|`, redisTtlSeconds);
+          await setIfNewer([[id, seq, `${seq}|`]]);
         } catch {
           count("redis", "error");
           needsRepair.add(id);
@@ -272,13 +275,16 @@ export function createVersionedCache<T extends { seq: number }>(options: CacheOp
     async writeNew(values: T[], idOf: (value: T) => string): Promise<void> {
       if (values.length === 0) return;
       if (redis) {
-        const keys = values.map((value) => prefix + idOf(value));
-        const args = values.flatMap((value) => [String(value.seq), `${value.seq}|${options.encode(value)}`]);
         try {
-          await redis.cacheSetManyIfNewer(keys.length, ...keys, redisTtlSeconds, ...args);
+          await setIfNewer(
+            values.map((value) => [idOf(value), value.seq, `${value.seq}|${options.encode(value)}`]),
+          );
         } catch (error) {
           count("redis", "error");
-          logger.debug({ err: (error as Error).message, count: keys.length }, "cache write to redis failed");
+          logger.debug(
+            { err: (error as Error).message, count: values.length },
+            "cache write to redis failed",
+          );
         }
       }
       for (const value of values) remember(idOf(value), value);
