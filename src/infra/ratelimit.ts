@@ -405,15 +405,16 @@ export function createRateLimiter(options: {
     });
   };
 
-  /** `grown`: the lease this request asks a grown batch for, marked refilling until Redis answers. */
+  /** A request for a grown lease marks the key's lease refilling until Redis answers (see wantFor). */
   const viaRedis = (
     p: ClassPlan,
     key: string,
     run: TakeCommand,
-    want: number,
-    grown?: Lease,
+    lease: Lease | undefined,
   ): Promise<LimitDecision> =>
     new Promise((resolve) => {
+      const want = wantFor(p, lease);
+      const grown = want > p.batch ? lease : undefined;
       if (grown) grown.refilling = true;
       const answered = () => {
         if (grown) grown.refilling = false;
@@ -490,8 +491,7 @@ export function createRateLimiter(options: {
           resetSeconds: secondsUntilFull(p, lease.redisTokens, t - lease.redisAt),
           retryAfterSeconds: Math.max(1, Math.ceil((lease.deniedUntil - t) / 1000)),
         });
-      const want = wantFor(p, lease);
-      return viaRedis(p, key, command, want, want > p.batch ? lease : undefined);
+      return viaRedis(p, key, command, lease);
     } catch (err) {
       logger.error({ err }, "rate limiter: unexpected failure, request allowed");
       return { allowed: true, limit: p.limit, remaining: 0, resetSeconds: 0, retryAfterSeconds: 0 };

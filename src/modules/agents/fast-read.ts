@@ -9,8 +9,10 @@ import type { AuthService } from "../auth/service";
 import { cacheControlFor, matchesIfNoneMatch } from "./routes";
 import type { AgentsService } from "./service";
 
-const PATH = /^\/v1\/agents\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(\/card)?$/;
-const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A record's id as cached: a UUID in lower case (any other spelling goes to the app). */
+const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+const PATH = new RegExp(`^/v1/agents/(${UUID})(/card)?$`);
+const ID = new RegExp(`^${UUID}$`);
 
 type Server = { requestIP(request: Request): { address: string } | null } | null;
 type Kind = "record" | "card";
