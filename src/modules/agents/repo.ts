@@ -139,7 +139,8 @@ const INSERT_PUBLISHED = new PgDialect().sqlToQuery(sql`with input as (
       facet_keys, streaming, provider, signature, signature_kid, signature_domain, signature_error, seq)
     select id, owner, name, description, url, card_url, visibility, status, generation, protocol_version,
       latest_version, card_raw, card_hash, skills, tags, input_modes, output_modes, facet_keys,
-      streaming, provider, signature, signature_kid, signature_domain, signature_error, ${nextSeq}
+      -- seq 0: the agents_feed_stamp trigger gives every row it writes the next seq (0 is never a row's).
+      streaming, provider, signature, signature_kid, signature_domain, signature_error, 0
     from input order by ord
     on conflict do nothing
     returning id, seq, created_at, updated_at
