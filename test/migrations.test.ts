@@ -89,6 +89,26 @@ async function insertLegacy(database: Database, row: LegacyRow, jsonb: boolean) 
 const insertAt0006 = (database: Database, row: LegacyRow) => insertLegacy(database, row, true);
 const insertAt0007 = (database: Database, row: LegacyRow) => insertLegacy(database, row, false);
 
+type LegacyAgent = { id: string; text: string };
+
+/** Besides a plain public agent, what an upgrade must carry: a private agent, a federated copy, a tombstone. */
+async function insertShapes(
+  insert: (row: LegacyRow) => Promise<void>,
+  owner: string,
+  rows: { hidden: LegacyAgent; copy: LegacyAgent & { originId: string }; gone: LegacyAgent },
+) {
+  const { hidden, copy, gone } = rows;
+  await insert({ id: hidden.id, owner, visibility: "private", texts: [hidden.text] });
+  await insert({
+    id: copy.id,
+    owner: null,
+    visibility: "public",
+    texts: [copy.text],
+    origin: { registry: "old-peer", id: copy.originId },
+  });
+  await insert({ id: gone.id, owner, visibility: "public", texts: [gone.text], deleted: true });
+}
+
 /**
  * The app over a database an older release left: migrated up to `lastIdx`, filled by `fill` as that
  * release wrote, then upgraded as a boot of this release does (the pending migrations applied).
@@ -129,7 +149,7 @@ for (const backend of BACKENDS) {
     const local = { id: crypto.randomUUID(), texts: [published(v1), published(v2)] };
     const hidden = { id: crypto.randomUUID(), text: published(cardFor("Hidden")) };
     const originId = crypto.randomUUID();
-    const copy = { id: copyId("old-peer", originId), text: JSON.stringify(cardFor("Copied")) };
+    const copy = { id: copyId("old-peer", originId), originId, text: JSON.stringify(cardFor("Copied")) };
     const gone = { id: crypto.randomUUID(), text: published(cardFor("Retired")) };
 
     beforeAll(async () => {
@@ -139,26 +159,7 @@ for (const backend of BACKENDS) {
         values (${crypto.randomUUID()}, 'legacy-owner', ${await Bun.password.hash(ownerSecret, { algorithm: "argon2id" })},
           'owner from before', ${textArray(["agents:write"])})`);
         await insertAt0006(database, { ...local, owner: "legacy-owner", visibility: "public" });
-        await insertAt0006(database, {
-          id: hidden.id,
-          owner: "legacy-owner",
-          visibility: "private",
-          texts: [hidden.text],
-        });
-        await insertAt0006(database, {
-          id: copy.id,
-          owner: null,
-          visibility: "public",
-          texts: [copy.text],
-          origin: { registry: "old-peer", id: originId },
-        });
-        await insertAt0006(database, {
-          id: gone.id,
-          owner: "legacy-owner",
-          visibility: "public",
-          texts: [gone.text],
-          deleted: true,
-        });
+        await insertShapes((row) => insertAt0006(database, row), "legacy-owner", { hidden, copy, gone });
       }));
     });
     afterAll(() => close());
@@ -270,6 +271,7 @@ for (const backend of BACKENDS) {
     };
     const copy = {
       id: copyId("old-peer", "o-1"),
+      originId: "o-1",
       text: JSON.stringify(describeAs("Copied Oracle", "Reads marmalade stars.")),
     };
     const gone = {
@@ -286,26 +288,7 @@ for (const backend of BACKENDS) {
           visibility: "public",
           texts: [shown.text],
         });
-        await insertAt0007(database, {
-          id: hidden.id,
-          owner: "someone",
-          visibility: "private",
-          texts: [hidden.text],
-        });
-        await insertAt0007(database, {
-          id: copy.id,
-          owner: null,
-          visibility: "public",
-          texts: [copy.text],
-          origin: { registry: "old-peer", id: "o-1" },
-        });
-        await insertAt0007(database, {
-          id: gone.id,
-          owner: "someone",
-          visibility: "public",
-          texts: [gone.text],
-          deleted: true,
-        });
+        await insertShapes((row) => insertAt0007(database, row), "someone", { hidden, copy, gone });
       }));
     });
     afterAll(() => close());
