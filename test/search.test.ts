@@ -84,6 +84,23 @@ const BOUNDED_CORPUS: Spec[] = [
   },
 ];
 
+/** Publishes each spec as a public agent of one writer, in order; their ids by spec key. */
+async function publishPublic(t: TestApp, writerName: string, specs: Spec[]) {
+  const writer = await t.client(["agents:write"], writerName);
+  const salt = Date.now().toString(36);
+  const ids = new Map<string, string>();
+  for (const spec of specs) {
+    const res = await t.request("/v1/agents", {
+      method: "POST",
+      token: writer.token,
+      json: { card: cardOf(spec, salt), visibility: "public" },
+    });
+    if (res.status !== 201) throw new Error(`seed ${spec.key}: ${res.status} ${await res.text()}`);
+    ids.set(spec.key, (await json<{ id: string }>(res)).id);
+  }
+  return ids;
+}
+
 /**
  * Each way of finding a text query's newest matches, forced (unset: chosen from the planner's
  * estimates, which for a few agents always pick one): the results must not depend on the way.
@@ -113,17 +130,7 @@ for (const backend of BACKENDS)
 
       beforeAll(async () => {
         t = await createTestApp(backend);
-        const writer = await t.client(["agents:write"], "bounds-writer");
-        const salt = Date.now().toString(36);
-        for (const spec of BOUNDED_CORPUS) {
-          const res = await t.request("/v1/agents", {
-            method: "POST",
-            token: writer.token,
-            json: { card: cardOf(spec, salt), visibility: "public" },
-          });
-          if (res.status !== 201) throw new Error(`seed ${spec.key}: ${res.status} ${await res.text()}`);
-          ids.set(spec.key, (await json<{ id: string }>(res)).id);
-        }
+        for (const [key, id] of await publishPublic(t, "bounds-writer", BOUNDED_CORPUS)) ids.set(key, id);
         const bounded = createPostgresSearch(t.db.database, { ...SMALL, scan });
         search = (query) =>
           bounded.search({
@@ -283,6 +290,59 @@ for (const backend of BACKENDS)
         expect(hits[0]!.id).toBe(ids.get("genie")!);
       });
     });
+
+// A facet sample travels as the keys joined by U+001F; a value holding it must still count whole.
+for (const backend of BACKENDS)
+  describe(`postgres backend facets [${backend}]`, () => {
+    let t: TestApp;
+    const odd = "split\u001fme";
+    beforeAll(async () => {
+      t = await createTestApp(backend);
+      const specs: Spec[] = [
+        {
+          key: "odd",
+          name: "Odd Lantern",
+          description: "Lights.",
+          skills: [skill("glow", [odd, "light"])],
+          provider: `Acme${"\u001f"}Lamps`,
+        },
+        { key: "plain", name: "Plain Lantern", description: "Lights.", skills: [skill("shine", ["light"])] },
+      ];
+      await publishPublic(t, "separator-writer", specs);
+    }, 60_000);
+    afterAll(() => t.close());
+
+    test("a facet value holding the sample's separator is counted whole, on every way counts are read", async () => {
+      const search = createPostgresSearch(t.db.database);
+      const query = (extra: Partial<BackendQuery>) =>
+        search.search({
+          text: "",
+          filters: {},
+          caller: ANONYMOUS,
+          limit: 1,
+          withFacets: true,
+          consistent: true,
+          ...extra,
+        });
+      const expected = {
+        tags: [
+          { value: "light", count: 2 },
+          { value: odd, count: 1 },
+        ],
+        providers: [{ value: "Acme\u001fLamps", count: 1 }],
+      };
+      const browse = await query({});
+      const text = await query({ text: "lantern" });
+      // A later page that asks for counts reads a sample of its own.
+      const later = await query({ text: "lantern", after: nextAfter(text) });
+      for (const page of [browse, text, later]) {
+        expect(page.total).toBe(2);
+        expect(page.totalIsEstimate).toBe(false);
+        expect(page.facets.tags).toEqual(expected.tags);
+        expect(page.facets.providers).toEqual(expected.providers);
+      }
+    });
+  });
 
 describe("search cursor", () => {
   test("carries a ranking window when there is one", () => {

@@ -1,6 +1,7 @@
 import type { Caller } from "../../modules/auth/model";
 import type { FacetCounts, SearchFilters } from "../../modules/search/model";
 import type { DependencyCheck } from "../../modules/ops/model";
+import type { RecordRow } from "../../modules/agents/repo";
 import type { AgentRow } from "../db/schema";
 
 export type SearchBackendName = "postgres" | "elasticsearch";
@@ -33,8 +34,8 @@ export type BackendQuery = {
   consistent?: boolean;
 };
 
-/** What the record of a hit is built from: the agent's row. */
-export type SearchRow = AgentRow;
+/** What the record of a hit is built from: the agent's record columns. */
+export type SearchRow = RecordRow;
 
 export type SearchHit = {
   id: string;

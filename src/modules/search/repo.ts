@@ -1,11 +1,9 @@
-import { and, getTableColumns, inArray, isNull, lte, sql } from "drizzle-orm";
+import { and, inArray, isNull, lte, sql } from "drizzle-orm";
 import type { Database, Executor } from "../../infra/db/client";
 import { agents, entitlements, searchOutbox } from "../../infra/db/schema";
 import type { IndexChange, SearchRow } from "../../infra/search/types";
-import { visibleTo } from "../agents/repo";
+import { LISTED_COLUMNS, visibleTo } from "../agents/repo";
 import type { Caller } from "../auth/model";
-
-const rowColumns = getTableColumns(agents);
 
 export function searchRepo(database: Database) {
   const { db } = database;
@@ -27,7 +25,7 @@ export function searchRepo(database: Database) {
     async visibleRows(ids: string[], caller: Caller): Promise<Map<string, SearchRow>> {
       if (ids.length === 0) return new Map();
       const rows = await db
-        .select(rowColumns)
+        .select(LISTED_COLUMNS)
         .from(agents)
         .where(and(inArray(agents.id, ids), isNull(agents.deletedAt), visibleTo(caller)));
       return new Map(rows.map((row) => [row.id, row as SearchRow]));
