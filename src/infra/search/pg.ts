@@ -147,8 +147,8 @@ function sampleOf(format: SampleFormat) {
         || coalesce(string_agg(array_to_string(${keys}, chr(31), ''), chr(31)), '')`;
 }
 
-/** A sample read: how many matches, and their keys one after the other ("" for none). */
-type Sample = { matches: number; keys: string[] };
+/** A sample read: how many matches, and their keys one after the other (null or "" for none). */
+type Sample = { matches: number; keys: (string | null)[] };
 
 /**
  * A sample as the statement returned it; undefined when a "text" sample's keys do not add up (a key
@@ -158,7 +158,7 @@ function readSample(sample: string | null | undefined): Sample | undefined {
   if (!sample) return { matches: 0, keys: [] };
   if (sample.startsWith("[")) {
     const rows = JSON.parse(sample) as (string | null)[][];
-    return { matches: rows.length, keys: rows.flat().map((key) => key ?? "") };
+    return { matches: rows.length, keys: rows.flat() };
   }
   const matchesEnd = sample.indexOf(",");
   const keysEnd = sample.indexOf(",", matchesEnd + 1);
@@ -172,7 +172,7 @@ function readSample(sample: string | null | undefined): Sample | undefined {
 function countSample(tally: Tally, sample: Sample) {
   tally.seen += sample.matches;
   const { counts } = tally;
-  for (const key of sample.keys) if (key !== "") counts.set(key, (counts.get(key) ?? 0) + 1);
+  for (const key of sample.keys) if (key) counts.set(key, (counts.get(key) ?? 0) + 1);
 }
 
 /**
@@ -380,21 +380,33 @@ export function createPostgresSearch(
     return { total, totalIsEstimate, facets };
   }
 
-  /** The facet keys of up to `exactCount + 1` matches, in one statement (any order). */
-  async function tallyOf(where: SQL | undefined): Promise<Tally> {
-    const tally: Tally = { counts: new Map(), seen: 0, complete: false };
+  /**
+   * The one row of a statement that reads a facet sample (its `sample` column), with the sample read:
+   * first as text, then, when its keys do not add up, once more as json.
+   */
+  async function sampledRow<R extends { sample: string | null }>(
+    statement: (format: SampleFormat) => SQL,
+  ): Promise<{ row: R; sample: Sample }> {
     for (const format of ["text", "json"] as const) {
-      const [row] = await database.rows<{ sample: string }>(sql`
-        select ${sampleOf(format)} as sample from (
-          select ${S.facetKeys} as keys, ${S.provider} as provider from ${S} where ${where ?? sql`true`}
-          limit ${limits.exactCount + 1}) m`);
-      const sample = readSample(row?.sample);
-      if (!sample) continue;
-      countSample(tally, sample);
-      break;
+      const [row] = (await database.rows<R>(statement(format))) as [R];
+      const sample = readSample(row.sample);
+      if (sample) return { row, sample };
     }
+    throw new Error("unreachable: a json sample always reads");
+  }
+
+  /** The facet keys of up to `exactCount + 1` matches (any order) and the seq they were read at. */
+  async function tallyOf(where: SQL | undefined): Promise<{ tally: Tally; maxSeq: number }> {
+    const { row, sample } = await sampledRow<{ sample: string | null; maxSeq: number | null }>(
+      (format) => sql`
+        select ${sampleOf(format)} as sample, ${maxSeqOf} as "maxSeq" from (
+          select ${S.facetKeys} as keys, ${S.provider} as provider from ${S} where ${where ?? sql`true`}
+          limit ${limits.exactCount + 1}) m`,
+    );
+    const tally: Tally = { counts: new Map(), seen: 0, complete: false };
+    countSample(tally, sample);
     tally.complete = tally.seen <= limits.exactCount;
-    return tally;
+    return { tally, maxSeq: Number(row.maxSeq ?? 0) };
   }
 
   const countsKey = (query: BackendQuery, tokens: string[]) =>
@@ -774,13 +786,9 @@ export function createPostgresSearch(
         (select bool_or(named) from x) as named,
         ${wantSample ? sql`(select ${sampleOf(format)} from s where (select count(*) from s) <= ${limits.exactCount} or seq >= (select boundary from b))` : sql`null`} as sample,
         ${wantSample ? maxSeqOf : sql`null`} as "maxSeq"`;
-    for (const format of ["text", "json"] as const) {
-      const [row] = (await database.rows<TextRow>(statement(format))) as [TextRow];
-      const sample = wantSample ? readSample(row.sample) : undefined;
-      if (wantSample && !sample) continue;
-      return { ...row, sample };
-    }
-    throw new Error("unreachable: a json sample always reads");
+    if (!wantSample) return { ...(await database.rows<TextRow>(statement("text")))[0]!, sample: undefined };
+    const { row, sample } = await sampledRow<TextRow>(statement);
+    return { ...row, sample };
   }
 
   /** The page, its cut and its facet sample from what textStatement returned (see firstTextPage). */
@@ -853,10 +861,7 @@ export function createPostgresSearch(
     // are not full-text matches is every match: still exact.
     if (tally?.complete) {
       const extra = similar.filter((row) => !row.textMatch);
-      countSample(tally, {
-        matches: extra.length,
-        keys: extra.flatMap((row) => row.keys.map((key) => key ?? "")),
-      });
+      countSample(tally, { matches: extra.length, keys: extra.flatMap((row) => row.keys) });
     }
     return {
       rows: pageRows,
@@ -900,21 +905,7 @@ export function createPostgresSearch(
     const after = query.after ? sql`${S.seq} < ${query.after.seq}` : undefined;
     const rows = newestRows(and(base, after), query.limit + 1, 0);
     if (!wantSample) return { rows, matches: base };
-    const tally: Tally = { counts: new Map(), seen: 0, complete: false };
-    let maxSeq = 0;
-    for (const format of ["text", "json"] as const) {
-      const [sample] = await database.rows<{ sample: string; maxSeq: number }>(sql`
-        select ${sampleOf(format)} as sample, ${maxSeqOf} as "maxSeq" from (
-          select ${S.facetKeys} as keys, ${S.provider} as provider from ${S} where ${base ?? sql`true`}
-          limit ${limits.exactCount + 1}) m`);
-      const read = readSample(sample?.sample);
-      if (!read) continue;
-      maxSeq = Number(sample?.maxSeq ?? 0);
-      countSample(tally, read);
-      break;
-    }
-    tally.complete = tally.seen <= limits.exactCount;
-    return { rows, matches: base, tally, maxSeq };
+    return { rows, matches: base, ...(await tallyOf(base)) };
   }
 
   return {
@@ -945,14 +936,9 @@ export function createPostgresSearch(
         if (remembered) return remembered;
         if (!query.withFacets) return undefined;
         // A later page asked for counts: read a sample of its own (and the seq it was read at).
-        const [counted, seqAt] = tally
-          ? [tally, maxSeq ?? 0]
-          : await Promise.all([
-              tallyOf(matches),
-              database
-                .rows<{ maxSeq: number }>(sql`select ${maxSeqOf} as "maxSeq"`)
-                .then((r) => Number(r[0]?.maxSeq ?? 0)),
-            ]);
+        const { tally: counted, maxSeq: seqAt } = tally
+          ? { tally, maxSeq: maxSeq ?? 0 }
+          : await tallyOf(matches);
         const computed = summarize(counted, matches);
         remember(key, seqAt, computed);
         return computed;
