@@ -91,26 +91,31 @@ async function runOnce(pages: Map<number, object>) {
   return { asked, applied, finished, report: reports[0]! };
 }
 
+/** Two feed pages of one upsert each; the first page's record names `firstOrigin` as its registry. */
+function twoPages(firstOrigin: string) {
+  return new Map<number, object>([
+    [
+      0,
+      {
+        changes: [{ seq: 1, op: "upsert", id: "a", agent: record("a", firstOrigin) }],
+        nextSince: 1,
+        hasMore: true,
+      },
+    ],
+    [
+      1,
+      {
+        changes: [{ seq: 2, op: "upsert", id: "b", agent: record("b", "engine-a") }],
+        nextSince: 2,
+        hasMore: false,
+      },
+    ],
+  ]);
+}
+
 describe("sync engine reading order", () => {
   test("pages are read in cursor order and each applied once", async () => {
-    const pages = new Map<number, object>([
-      [
-        0,
-        {
-          changes: [{ seq: 1, op: "upsert", id: "a", agent: record("a", "engine-a") }],
-          nextSince: 1,
-          hasMore: true,
-        },
-      ],
-      [
-        1,
-        {
-          changes: [{ seq: 2, op: "upsert", id: "b", agent: record("b", "engine-a") }],
-          nextSince: 2,
-          hasMore: false,
-        },
-      ],
-    ]);
+    const pages = twoPages("engine-a");
     const { asked, applied, report } = await runOnce(pages);
     expect(report.status).toBe("success");
     expect(asked).toEqual([0, 1]);
@@ -119,24 +124,7 @@ describe("sync engine reading order", () => {
 
   test("the next page is asked for before this page's records are checked; a bad record still fails the run", async () => {
     // Page 1's envelope is fine, its record is not (it claims to come from this very registry).
-    const pages = new Map<number, object>([
-      [
-        0,
-        {
-          changes: [{ seq: 1, op: "upsert", id: "a", agent: record("a", "engine-b") }],
-          nextSince: 1,
-          hasMore: true,
-        },
-      ],
-      [
-        1,
-        {
-          changes: [{ seq: 2, op: "upsert", id: "b", agent: record("b", "engine-a") }],
-          nextSince: 2,
-          hasMore: false,
-        },
-      ],
-    ]);
+    const pages = twoPages("engine-b");
     const { asked, applied, finished, report } = await runOnce(pages);
     expect(report.status).toBe("failed");
     expect(report.error).toContain("malformed feed page");
