@@ -322,7 +322,9 @@ describe.if(Boolean(process.env.TEST_DATABASE_URL))("cli [postgres via DATABASE_
     const [lost] = await t.db.database.rows<{ id: string }>(
       sql`delete from agent_search where id = (select id from agent_search order by seq limit 1) returning id`,
     );
-    await t.db.database.rows(sql`update agent_search set search_doc = ''::tsvector, facet_keys = '{}'`);
+    await t.db.database.rows(
+      sql`update agent_search set search_doc = ''::tsvector, facet_keys = '{}', facet_ids = '{}'`,
+    );
     await t.db.database.rows(sql`alter table agents disable trigger agent_search_updated`);
     await t.db.database.rows(
       sql`update agents set deleted_at = now(), status = 'deleted' where id = ${lost!.id}`,
@@ -339,9 +341,11 @@ describe.if(Boolean(process.env.TEST_DATABASE_URL))("cli [postgres via DATABASE_
     expect(result.stdout).toMatch(/^reindexed 2 agents into postgres in [\d.]+s$/m);
     expect(result.stderr).toContain("100% 2/2 agents");
     expect(await found()).toBe(2);
-    expect((await json<{ total: number }>(await t.request("/v1/search?tag=t&consistent=true"))).total).toBe(
-      2,
+    const tagged = await json<{ total: number; facets: { tags: { value: string; count: number }[] } }>(
+      await t.request("/v1/search?tag=t&consistent=true"),
     );
+    expect(tagged.total).toBe(2);
+    expect(tagged.facets.tags).toEqual([{ value: "t", count: 2 }]);
     const rows = await t.db.database.rows<{ n: number }>(sql`select count(*)::int as n from agent_search`);
     expect(Number(rows[0]!.n)).toBe(2);
   });

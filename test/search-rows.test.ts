@@ -14,7 +14,7 @@ import { createTestApp, json, type TestApp } from "./support/app";
 import { BACKENDS } from "./support/db";
 import { cardOf, skill } from "./support/search-contract";
 
-type Drift = { missing: number; stale: number; differing: number; live: number };
+type Drift = { missing: number; stale: number; differing: number; unnumbered: number; live: number };
 
 for (const backend of BACKENDS)
   describe(`search rows follow every write [${backend}]`, () => {
@@ -23,24 +23,33 @@ for (const backend of BACKENDS)
     let admin: Awaited<ReturnType<TestApp["client"]>>;
     const salt = Date.now().toString(36);
 
-    /** Live agents without a search row, search rows without a live agent, and rows that differ. */
+    /**
+     * Live agents without a search row, search rows without a live agent, rows that differ (the facet
+     * value numbers compared as sets, with the numbers of the agent's facet keys and provider), and live
+     * agents with a facet key or provider that has no number.
+     */
     async function drift(): Promise<Drift> {
       const [row] = await t.db.database.rows<Drift>(sql`
         select count(*) filter (where s.id is null)::int as missing,
           count(*) filter (where a.id is null)::int as stale,
           count(*) filter (where s.id is not null and a.id is not null and
             (s.seq, s.visibility, s.owner, s.status, s.health, s.streaming, s.signature, s.provider, s.name,
-              s.facet_keys, s.search_doc)
+              s.facet_keys, s.search_doc, (select array_agg(n order by n) from unnest(s.facet_ids) n))
             is distinct from
             (a.seq, a.visibility, a.owner, a.status, a.health, a.streaming, a.signature, a.provider, lower(a.name),
-              a.facet_keys, agent_search_document(a.name, a.description, a.skills, a.tags)))::int as differing,
+              a.facet_keys, agent_search_document(a.name, a.description, a.skills, a.tags),
+              (select array_agg(v.id order by v.id) from facet_values v
+                where v.key = any(a.facet_keys || ('provider:' || a.provider)))))::int as differing,
+          count(*) filter (where a.id is not null and exists (
+            select 1 from unnest(a.facet_keys || ('provider:' || a.provider)) k
+            where k is not null and not exists (select 1 from facet_values v where v.key = k)))::int as unnumbered,
           count(a.id)::int as live
         from (select * from agents where deleted_at is null) a full join agent_search s on s.id = a.id`);
       return row!;
     }
 
     async function expectInStep(live: number) {
-      expect(await drift()).toEqual({ missing: 0, stale: 0, differing: 0, live });
+      expect(await drift()).toEqual({ missing: 0, stale: 0, differing: 0, unnumbered: 0, live });
     }
 
     const names = async (query: string, token?: string) =>
@@ -91,6 +100,41 @@ for (const backend of BACKENDS)
       await expectInStep(2);
       expect(await names("q=zircon")).toEqual(["Lamp Lighter"]);
       expect(await names("q=lanterns")).toEqual([]);
+    });
+
+    test("facet values first met after others were counted are numbered and named at once", async () => {
+      type Facets = { facets: Record<"tags" | "providers", { value: string; count: number }[]> };
+      const facets = async () =>
+        (await json<Facets>(await t.request("/v1/search?q=zircon&consistent=true"))).facets;
+      // Counted once first: the backend now holds the texts of the numbers it met.
+      expect((await facets()).tags).toEqual([{ value: "rows", count: 1 }]);
+      const glow = `glowworm-${salt}`;
+      const card = {
+        ...cardOf(
+          {
+            key: "lamp",
+            name: "Lamp Lighter",
+            description: "Lights zircon beacons.",
+            skills: [skill("row", ["rows", glow])],
+          },
+          salt,
+        ),
+        provider: { organization: `Ember ${salt}`, url: "https://example.com" },
+        version: "3.0.0",
+      };
+      const res = await t.request(`/v1/agents/${lamp}`, {
+        method: "PUT",
+        token: writer.token,
+        json: { card },
+      });
+      expect(res.status).toBe(200);
+      await expectInStep(2);
+      const after = await facets();
+      expect(after.tags).toEqual([
+        { value: glow, count: 1 },
+        { value: "rows", count: 1 },
+      ]);
+      expect(after.providers).toEqual([{ value: `Ember ${salt}`, count: 1 }]);
     });
 
     test("status, visibility and health changes follow", async () => {
@@ -183,7 +227,9 @@ for (const backend of BACKENDS)
     });
 
     test("a rebuild restores damaged rows and drops rows of agents that are gone", async () => {
-      await t.db.database.rows(sql`update agent_search set search_doc = ''::tsvector, health = 'down'`);
+      await t.db.database.rows(
+        sql`update agent_search set search_doc = ''::tsvector, health = 'down', facet_ids = '{}'`,
+      );
       await t.db.database.rows(sql`insert into agent_search (id, seq, visibility, status, health, streaming,
         signature, name, facet_keys, search_doc)
         values (${crypto.randomUUID()}, 0, 'public', 'active', 'up', false, 'none', 'ghost', '{}', ''::tsvector)`);

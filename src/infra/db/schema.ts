@@ -142,6 +142,12 @@ export const agentSearch = pgTable(
     /** The name lower-cased: what the trigram index, the name tests and the similarity scores read. */
     name: text("name").notNull(),
     facetKeys: text("facet_keys").array().notNull(),
+    /**
+     * The facet values a search counts, by their number in facet_values: facet_keys plus
+     * "provider:<name>". Counting a few hundred matches reads thousands of values; as numbers they
+     * travel and count at a fraction of what the texts cost.
+     */
+    facetIds: integer("facet_ids").array().notNull().default(sql`'{}'::integer[]`),
     /** Name (weight A), skills and tags (B), description (C). */
     searchDoc: tsvector("search_doc").notNull(),
   },
@@ -156,6 +162,16 @@ export const agentSearch = pgTable(
     index("agent_search_provider_idx").using("btree", sql`lower(${t.provider})`),
   ],
 );
+
+/**
+ * Every facet value ("tag:weather", "provider:Acme", ...) an agent has had, numbered once and never
+ * renumbered: agent_search.facet_ids refers to them, and the search backend keeps the texts of the
+ * numbers it has seen. Values no agent has any more stay (they are counted by no one).
+ */
+export const facetValues = pgTable("facet_values", {
+  id: integer("id").primaryKey().generatedAlwaysAsIdentity(),
+  key: text("key").notNull().unique(),
+});
 
 export const agentVersions = pgTable(
   "agent_versions",

@@ -4,7 +4,7 @@ import { filterConditions, LISTED_COLUMNS, visibleTo } from "../../modules/agent
 import type { Caller } from "../../modules/auth/model";
 import { emptyFacets, type FacetCounts } from "../../modules/search/model";
 import type { Database } from "../db/client";
-import { agentSearch, agents } from "../db/schema";
+import { agentSearch, agents, facetValues } from "../db/schema";
 import { queryTokens } from "./text";
 import {
   type BackendQuery,
@@ -82,15 +82,58 @@ const FACET_CACHE_TTL_MS = 1000;
 /** Planner estimates kept across requests (see estimatedRows). */
 const ESTIMATE_CACHE_ENTRIES = 2000;
 const ESTIMATE_TTL_MS = 60_000;
+/** Facet value texts kept by number (see facetKeysOf): a few MB. */
+const FACET_KEYS_KEPT = 200_000;
 
 type Summary = { total: number; totalIsEstimate: boolean; facets: FacetCounts };
 type CountsEntry = { maxSeq: number; at: number; summary: Promise<Summary> };
 
 /**
- * Facet keys counted over some matches: `seen` matches, each counted once per key it has
- * (facet_keys plus "provider:<name>"); `complete` when they are every match.
+ * Facet values counted over some matches, by number (agent_search.facet_ids: facet_keys plus
+ * "provider:<name>"): `seen` matches, each counted once per value it has; `complete` when they are every
+ * match. A count per number in an array: a sample is thousands of small numbers, and a Map keyed by the
+ * texts cost a millisecond a search.
  */
-type Tally = { counts: Map<string, number>; seen: number; complete: boolean };
+class Tally {
+  seen = 0;
+  counts = new Uint32Array(1024);
+  /** The numbers counted at least once, in the order first met. */
+  readonly counted: number[] = [];
+  constructor(public complete: boolean) {}
+
+  add(id: number) {
+    if (id >= this.counts.length) {
+      const grown = new Uint32Array(Math.max(id + 1, this.counts.length * 2));
+      grown.set(this.counts);
+      this.counts = grown;
+    }
+    const before = this.counts[id]!;
+    this.counts[id] = before + 1;
+    if (before === 0) this.counted.push(id);
+  }
+
+  /**
+   * Counts a sample as the statements send it (sampleOf): `<matches>,` then the numbers of every
+   * match's values, comma-separated (a match without values leaves an empty field). Read in place: a
+   * sample of 500 matches is some 60 KB, and splitting it would allocate a string per number.
+   */
+  addSample(sample: string | null | undefined) {
+    if (!sample) return;
+    let i = sample.indexOf(",");
+    this.seen += Number(sample.slice(0, i < 0 ? sample.length : i));
+    if (i < 0) return;
+    let id = -1;
+    for (i++; i < sample.length; i++) {
+      const digit = sample.charCodeAt(i) - 48;
+      if (digit >= 0 && digit <= 9) id = id < 0 ? digit : id * 10 + digit;
+      else {
+        if (id >= 0) this.add(id);
+        id = -1;
+      }
+    }
+    if (id >= 0) this.add(id);
+  }
+}
 
 function visibilityKey(caller: Caller): string {
   if (caller.kind !== "client") return "public";
@@ -123,57 +166,11 @@ export function topFacetValues(counts: Iterable<[string, number]>): { value: str
 }
 
 /**
- * One match's facet keys as the statements hand them over: facet_keys with "provider:<name>" appended
- * (a null element when there is no provider).
+ * How a facet sample travels, over rows with an `ids` column (facet_ids): one text value, the number of
+ * matches and then every number (see Tally.addSample). Never an array per match: reading a few hundred
+ * arrays through the driver cost more than the query.
  */
-const keysWithProvider = (keys: SQL, provider: SQL) => sql`${keys} || ('provider:' || ${provider})`;
-
-/**
- * How a facet sample travels: one text value, never a text[] per match (reading a few hundred arrays
- * through the driver cost more than the query). "text" is `<matches>,<keys>,` followed by every key
- * joined by U+001F (a null key as an empty one): json_agg escaped every character, 2 ms of Postgres CPU
- * for 500 matches, this copies. `<keys>` counts the keys, so a key that holds U+001F itself shows as a
- * count that does not add up, and such a sample is read again as "json" (`[[keys of a match], ...]`).
- */
-type SampleFormat = "text" | "json";
-const KEY_SEPARATOR = "\u001f";
-
-/** The aggregate that reads a sample in a format, over rows with `keys` and `provider` columns. */
-function sampleOf(format: SampleFormat) {
-  const keys = keysWithProvider(sql`keys`, sql`provider`);
-  return format === "json"
-    ? sql`coalesce(json_agg(${keys}), '[]')::text`
-    : sql`count(*) || ',' || coalesce(sum(cardinality(keys) + 1), 0) || ','
-        || coalesce(string_agg(array_to_string(${keys}, chr(31), ''), chr(31)), '')`;
-}
-
-/** A sample read: how many matches, and their keys one after the other (null or "" for none). */
-type Sample = { matches: number; keys: (string | null)[] };
-
-/**
- * A sample as the statement returned it; undefined when a "text" sample's keys do not add up (a key
- * holds the separator), and it must be read again as "json".
- */
-function readSample(sample: string | null | undefined): Sample | undefined {
-  if (!sample) return { matches: 0, keys: [] };
-  if (sample.startsWith("[")) {
-    const rows = JSON.parse(sample) as (string | null)[][];
-    return { matches: rows.length, keys: rows.flat() };
-  }
-  const matchesEnd = sample.indexOf(",");
-  const keysEnd = sample.indexOf(",", matchesEnd + 1);
-  const matches = Number(sample.slice(0, matchesEnd));
-  const expected = Number(sample.slice(matchesEnd + 1, keysEnd));
-  if (expected === 0) return { matches, keys: [] };
-  const keys = sample.slice(keysEnd + 1).split(KEY_SEPARATOR);
-  return keys.length === expected ? { matches, keys } : undefined;
-}
-
-function countSample(tally: Tally, sample: Sample) {
-  tally.seen += sample.matches;
-  const { counts } = tally;
-  for (const key of sample.keys) if (key) counts.set(key, (counts.get(key) ?? 0) + 1);
-}
+const sampleOf = sql`count(*) || ',' || coalesce(string_agg(array_to_string(ids, ','), ','), '')`;
 
 /**
  * Resolves once the database driver has sent the statements issued before it: postgres.js holds a small
@@ -351,21 +348,49 @@ export function createPostgresSearch(
   }
 
   /**
+   * The texts of facet value numbers, as far as searches have met them. A number names one value for
+   * good (facet_values never renumbers), so a text once read stays right; numbers not met yet are read
+   * in one statement. Past FACET_KEYS_KEPT texts the memory starts again, and fills as searches go.
+   */
+  let facetKeys = new Map<number, string>();
+  async function facetKeysOf(ids: readonly number[]): Promise<Map<number, string>> {
+    let missing = ids.filter((id) => !facetKeys.has(id));
+    if (missing.length === 0) return facetKeys;
+    if (facetKeys.size + missing.length > FACET_KEYS_KEPT) {
+      facetKeys = new Map();
+      missing = [...ids];
+    }
+    const known = facetKeys;
+    // One text parameter, not one per number: a statement's text stays the same, prepared once.
+    const rows = await database.rows<{ id: number; key: string }>(
+      sql`select ${facetValues.id} as id, ${facetValues.key} as key from ${facetValues}
+        where ${facetValues.id} = any(string_to_array(${missing.join(",")}, ',')::int[])`,
+    );
+    for (const row of rows) known.set(Number(row.id), row.key);
+    return known;
+  }
+
+  /**
    * Total and top facet values from a tally, exact when it counted every match. Otherwise facets were
    * counted over a sample and are scaled to the planner's estimate of the total (never below what was
    * seen), and the summary says so.
    */
   async function summarize(tally: Tally, where: SQL | undefined): Promise<Summary> {
     const totalIsEstimate = !tally.complete;
-    let total = tally.seen;
-    if (totalIsEstimate) total = Math.max(Math.round(await estimatedRows(where)), tally.seen);
+    const [estimate, keys] = await Promise.all([
+      totalIsEstimate ? estimatedRows(where) : 0,
+      facetKeysOf(tally.counted),
+    ]);
+    const total = totalIsEstimate ? Math.max(Math.round(estimate), tally.seen) : tally.seen;
     const scale = totalIsEstimate ? total / tally.seen : 1;
     // Ranked by the whole key (one prefix per facet orders values as the values alone would); only the
-    // winners lose their prefix. A sample has thousands of keys, most of them skills seen once.
+    // winners lose their prefix. A sample has thousands of values, most of them skills seen once.
     const byPrefix = new Map<string, [string, number][]>();
-    for (const entry of tally.counts) {
-      const known = FACET_PREFIXES[entry[0][0] ?? ""];
-      if (!known || !entry[0].startsWith(known[0])) continue;
+    for (const id of tally.counted) {
+      const key = keys.get(id);
+      const known = key && FACET_PREFIXES[key[0]!];
+      if (!known || !key.startsWith(known[0])) continue;
+      const entry: [string, number] = [key, tally.counts[id]!];
       const entries = byPrefix.get(known[0]);
       if (entries) entries.push(entry);
       else byPrefix.set(known[0], [entry]);
@@ -380,31 +405,15 @@ export function createPostgresSearch(
     return { total, totalIsEstimate, facets };
   }
 
-  /**
-   * The one row of a statement that reads a facet sample (its `sample` column), with the sample read:
-   * first as text, then, when its keys do not add up, once more as json.
-   */
-  async function sampledRow<R extends { sample: string | null }>(
-    statement: (format: SampleFormat) => SQL,
-  ): Promise<{ row: R; sample: Sample }> {
-    for (const format of ["text", "json"] as const) {
-      const [row] = (await database.rows<R>(statement(format))) as [R];
-      const sample = readSample(row.sample);
-      if (sample) return { row, sample };
-    }
-    throw new Error("unreachable: a json sample always reads");
-  }
-
-  /** The facet keys of up to `exactCount + 1` matches (any order) and the seq they were read at. */
+  /** The facet values of up to `exactCount + 1` matches (any order) and the seq they were read at. */
   async function tallyOf(where: SQL | undefined): Promise<{ tally: Tally; maxSeq: number }> {
-    const { row, sample } = await sampledRow<{ sample: string | null; maxSeq: number | null }>(
-      (format) => sql`
-        select ${sampleOf(format)} as sample, ${maxSeqOf} as "maxSeq" from (
-          select ${S.facetKeys} as keys, ${S.provider} as provider from ${S} where ${where ?? sql`true`}
-          limit ${limits.exactCount + 1}) m`,
-    );
-    const tally: Tally = { counts: new Map(), seen: 0, complete: false };
-    countSample(tally, sample);
+    const [row] = (await database.rows<{ sample: string | null; maxSeq: number | null }>(sql`
+      select ${sampleOf} as sample, ${maxSeqOf} as "maxSeq" from (
+        select ${S.facetIds} as ids from ${S} where ${where ?? sql`true`} limit ${limits.exactCount + 1}) m`)) as [
+      { sample: string | null; maxSeq: number | null },
+    ];
+    const tally = new Tally(false);
+    tally.addSample(row.sample);
     tally.complete = tally.seen <= limits.exactCount;
     return { tally, maxSeq: Number(row.maxSeq ?? 0) };
   }
@@ -570,7 +579,8 @@ export function createPostgresSearch(
   }
 
   type Ranked = { id: string; seq: number; score: number };
-  type Similarity = Ranked & { keys: (string | null)[]; textMatch: boolean };
+  /** `ids`: the facet value numbers, comma-separated (null unless asked for). */
+  type Similarity = Ranked & { ids: string | null; textMatch: boolean };
   type TextPage = {
     /** In flight while the counts are worked out: the page's records are one more round trip. */
     rows: Promise<PageRow[]>;
@@ -588,9 +598,9 @@ export function createPostgresSearch(
    * a few hundred names, where the name indexes find them at once.
    */
   function newestScoredStatement(where: SQL | undefined, limit: number, text: TextParts, similar: boolean) {
-    const keys = similar ? keysWithProvider(sql`${S.facetKeys}`, sql`${S.provider}`) : sql`null::text[]`;
+    const ids = similar ? sql`array_to_string(${S.facetIds}, ',')` : sql`null::text`;
     return sql`
-      select ${S.id} as id, ${S.seq}::float8 as seq, ${text.score} as score, ${keys} as keys,
+      select ${S.id} as id, ${S.seq}::float8 as seq, ${text.score} as score, ${ids} as ids,
         ${similar ? text.fullText : sql`true`} as "textMatch"
       from ${S}
       where ${S.id} in (select ${S.id} from ${S} where ${where} order by ${S.seq} + 0 desc limit ${limit})`;
@@ -691,7 +701,7 @@ export function createPostgresSearch(
       // bunched in old agents) and the matches are collected from the text index instead.
       const cap = Math.ceil((WALK_SLACK * window * (await searchRowCount())) / Math.max(estimate, 1));
       const walked = await textStatement(
-        sql`select * from (select ${S.id} as id, ${S.seq} as seq, ${S.facetKeys} as keys, ${S.provider} as provider,
+        sql`select * from (select ${S.id} as id, ${S.seq} as seq, ${S.facetIds} as ids,
             ${S.searchDoc} as doc, ${S.name} as name, ${text.fullText} as hit
           from ${S} ${base ? sql`where ${base}` : sql``} order by ${S.seq} desc limit ${cap}) c
           where hit order by seq desc limit ${window}`,
@@ -712,7 +722,7 @@ export function createPostgresSearch(
     const scanned = wantSample ? Math.max(limits.rankWindow, limits.exactCount) + 1 : window;
     const viaFilters = base !== undefined && alternative === "filters";
     const collected = await textStatement(
-      sql`select ${S.id} as id, ${S.seq} as seq, ${S.facetKeys} as keys, ${S.provider} as provider
+      sql`select ${S.id} as id, ${S.seq} as seq, ${S.facetIds} as ids
         from ${S} where ${viaFilters ? and(base, text.fullTextUnindexed) : fullText}
         order by ${S.seq} + 0 desc limit ${scanned}`,
       false,
@@ -735,11 +745,10 @@ export function createPostgresSearch(
     sample: string | null;
     maxSeq: number | null;
   };
-  type TextResult = Omit<TextRow, "sample"> & { sample?: Sample };
 
   /**
-   * The statement behind a first text page: `scan`, the newest full-text matches (id, seq, keys,
-   * provider, search document and name), gives the ranking window, scored from its own rows; the best
+   * The statement behind a first text page: `scan`, the newest full-text matches (id, seq, facet
+   * value numbers, search document and name), gives the ranking window, scored from its own rows; the best
    * `take` of it come back as `ranked`. Older than the window, a name with every query word (`older`):
    * found by the index of the names' words, so it costs what the names hold (hundreds of rows for a
    * common word), not what the descriptions do. Similar names (`similar`) when full text finds very
@@ -755,7 +764,7 @@ export function createPostgresSearch(
     text: TextParts,
     take: number,
     wantSample: boolean,
-  ): Promise<TextResult> {
+  ): Promise<TextRow> {
     const older = newestScoredStatement(
       and(
         base,
@@ -767,7 +776,7 @@ export function createPostgresSearch(
       text,
       false,
     );
-    const statement = (format: SampleFormat) => sql`
+    const [row] = (await database.rows<TextRow>(sql`
       with s as materialized (${scan}),
       w as (select * from s order by seq desc limit ${limits.rankWindow + 1}),
       b as (select min(seq) as boundary from w having count(*) > ${limits.rankWindow}),
@@ -784,16 +793,14 @@ export function createPostgresSearch(
         (select coalesce(json_agg(json_build_array(id, seq, score)), '[]')::text from (${older}) o) as older,
         (select boundary::float8 from b) as boundary, (select count(*)::int from s) as found,
         (select bool_or(named) from x) as named,
-        ${wantSample ? sql`(select ${sampleOf(format)} from s where (select count(*) from s) <= ${limits.exactCount} or seq >= (select boundary from b))` : sql`null`} as sample,
-        ${wantSample ? maxSeqOf : sql`null`} as "maxSeq"`;
-    if (!wantSample) return { ...(await database.rows<TextRow>(statement("text")))[0]!, sample: undefined };
-    const { row, sample } = await sampledRow<TextRow>(statement);
-    return { ...row, sample };
+        ${wantSample ? sql`(select ${sampleOf} from s where (select count(*) from s) <= ${limits.exactCount} or seq >= (select boundary from b))` : sql`null`} as sample,
+        ${wantSample ? maxSeqOf : sql`null`} as "maxSeq"`)) as [TextRow];
+    return row;
   }
 
   /** The page, its cut and its facet sample from what textStatement returned (see firstTextPage). */
   async function textPageOf(
-    meta: TextResult,
+    meta: TextRow,
     base: SQL | undefined,
     text: TextParts,
     fullText: SQL | undefined,
@@ -844,10 +851,10 @@ export function createPostgresSearch(
     const early = similarPending ? undefined : page([]);
     let tally: Tally | undefined;
     if (wantSample) {
-      tally = { counts: new Map(), seen: 0, complete: found < scanned };
+      tally = new Tally(found < scanned);
       if (meta.sample) {
         await afterQueuedWrites();
-        countSample(tally, meta.sample);
+        tally.addSample(meta.sample);
       }
     }
     let similar: Similarity[] = [];
@@ -861,7 +868,7 @@ export function createPostgresSearch(
     // are not full-text matches is every match: still exact.
     if (tally?.complete) {
       const extra = similar.filter((row) => !row.textMatch);
-      countSample(tally, { matches: extra.length, keys: extra.flatMap((row) => row.keys) });
+      tally.addSample(`${extra.length},${extra.map((row) => row.ids ?? "").join(",")}`);
     }
     return {
       rows: pageRows,
@@ -983,6 +990,11 @@ export function createPostgresSearch(
       const [{ n: total }] = (await database.rows<{ n: number }>(
         sql`select count(*)::int as n from ${agents} where ${agents.deletedAt} is null`,
       )) as [{ n: number }];
+      // Every live agent's facet values numbered first: a batch's statement cannot see values it numbers
+      // itself. Agents written meanwhile have theirs numbered by the writing statement.
+      await database.rows(sql`select facet_values_add(array(
+        select distinct unnest(${agents.facetKeys} || ('provider:' || ${agents.provider}))
+        from ${agents} where ${agents.deletedAt} is null))`);
       let done = 0;
       let lastSeq = -1;
       progress?.(0, Number(total));
@@ -994,14 +1006,16 @@ export function createPostgresSearch(
             order by ${agents.seq} limit 1000 for share
           ), written as (
             insert into ${S} (id, seq, visibility, owner, status, health, streaming, signature, provider, name,
-              facet_keys, search_doc)
+              facet_keys, facet_ids, search_doc)
             select id, seq, visibility, owner, status, health, streaming, signature, provider, lower(name),
-              facet_keys, agent_search_document(name, description, skills, tags)
+              facet_keys, agent_search_facet_ids(facet_keys, provider),
+              agent_search_document(name, description, skills, tags)
             from source
             on conflict (id) do update set seq = excluded.seq, visibility = excluded.visibility,
               owner = excluded.owner, status = excluded.status, health = excluded.health,
               streaming = excluded.streaming, signature = excluded.signature, provider = excluded.provider,
-              name = excluded.name, facet_keys = excluded.facet_keys, search_doc = excluded.search_doc
+              name = excluded.name, facet_keys = excluded.facet_keys, facet_ids = excluded.facet_ids,
+              search_doc = excluded.search_doc
             where ${S.seq} <= excluded.seq
           )
           select seq::float8 as seq from source`);

@@ -1,0 +1,73 @@
+CREATE TABLE "facet_values" (
+	"id" integer PRIMARY KEY GENERATED ALWAYS AS IDENTITY (sequence name "facet_values_id_seq" INCREMENT BY 1 MINVALUE 1 MAXVALUE 2147483647 START WITH 1 CACHE 1),
+	"key" text NOT NULL,
+	CONSTRAINT "facet_values_key_unique" UNIQUE("key")
+);
+--> statement-breakpoint
+ALTER TABLE "agent_search" ADD COLUMN "facet_ids" integer[] DEFAULT '{}'::integer[] NOT NULL;--> statement-breakpoint
+-- Written by hand from here (drizzle-kit does not model functions or triggers).
+-- Numbers the facet values not numbered yet, in key order: a writer that meets a value another is
+-- numbering waits for it, and in one order no two writers wait for each other. Only values missing are
+-- inserted, so the identity is not spent on values that exist.
+CREATE FUNCTION "facet_values_add"(keys text[]) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO "facet_values" ("key")
+  SELECT DISTINCT k FROM unnest(keys) k
+  WHERE k IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "facet_values" v WHERE v.key = k)
+  ORDER BY k
+  ON CONFLICT DO NOTHING
+$$;--> statement-breakpoint
+-- An agent's facet values as search counts them: its facet keys and its provider, by number.
+CREATE FUNCTION "agent_search_facet_ids"(keys text[], provider text) RETURNS integer[]
+  LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT coalesce(array_agg(v.id), '{}') FROM "facet_values" v WHERE v.key = ANY (keys || ('provider:' || provider))
+$$;--> statement-breakpoint
+CREATE OR REPLACE FUNCTION "agent_search_inserted"() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM facet_values_add(ARRAY(SELECT unnest(n.facet_keys || ('provider:' || n.provider))
+    FROM inserted n WHERE n.deleted_at IS NULL));
+  INSERT INTO "agent_search" ("id", "seq", "visibility", "owner", "status", "health", "streaming", "signature",
+    "provider", "name", "facet_keys", "facet_ids", "search_doc")
+  SELECT n.id, n.seq, n.visibility, n.owner, n.status, n.health, n.streaming, n.signature, n.provider,
+    lower(n.name), n.facet_keys, agent_search_facet_ids(n.facet_keys, n.provider),
+    agent_search_document(n.name, n.description, n.skills, n.tags)
+  FROM inserted n WHERE n.deleted_at IS NULL;
+  RETURN NULL;
+END $$;--> statement-breakpoint
+CREATE OR REPLACE FUNCTION "agent_search_updated"() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM "agent_search" s USING updated n
+  WHERE s.id = n.id AND n.deleted_at IS NOT NULL;
+  PERFORM facet_values_add(ARRAY(SELECT unnest(n.facet_keys || ('provider:' || n.provider))
+    FROM updated n JOIN previous o ON o.id = n.id
+    WHERE n.deleted_at IS NULL
+      AND (o.deleted_at IS NOT NULL OR (o.facet_keys, o.provider) IS DISTINCT FROM (n.facet_keys, n.provider))));
+  UPDATE "agent_search" s SET "seq" = n.seq, "visibility" = n.visibility, "owner" = n.owner,
+    "status" = n.status, "health" = n.health, "streaming" = n.streaming, "signature" = n.signature,
+    "provider" = n.provider, "name" = lower(n.name), "facet_keys" = n.facet_keys,
+    "facet_ids" = CASE
+      WHEN (o.facet_keys, o.provider) IS NOT DISTINCT FROM (n.facet_keys, n.provider) THEN s.facet_ids
+      ELSE agent_search_facet_ids(n.facet_keys, n.provider) END,
+    "search_doc" = CASE
+      WHEN (o.name, o.description, o.skills, o.tags) IS NOT DISTINCT FROM (n.name, n.description, n.skills, n.tags)
+      THEN s.search_doc
+      ELSE agent_search_document(n.name, n.description, n.skills, n.tags) END
+  FROM updated n JOIN previous o ON o.id = n.id
+  WHERE s.id = n.id AND n.deleted_at IS NULL AND o.deleted_at IS NULL
+    AND (o.seq, o.visibility, o.owner, o.status, o.health, o.streaming, o.signature, o.provider, o.name,
+      o.description, o.skills, o.tags, o.facet_keys)
+      IS DISTINCT FROM (n.seq, n.visibility, n.owner, n.status, n.health, n.streaming, n.signature, n.provider,
+      n.name, n.description, n.skills, n.tags, n.facet_keys);
+  -- A deleted agent made live again (a federation copy re-published upstream).
+  INSERT INTO "agent_search" ("id", "seq", "visibility", "owner", "status", "health", "streaming", "signature",
+    "provider", "name", "facet_keys", "facet_ids", "search_doc")
+  SELECT n.id, n.seq, n.visibility, n.owner, n.status, n.health, n.streaming, n.signature, n.provider,
+    lower(n.name), n.facet_keys, agent_search_facet_ids(n.facet_keys, n.provider),
+    agent_search_document(n.name, n.description, n.skills, n.tags)
+  FROM updated n JOIN previous o ON o.id = n.id
+  WHERE n.deleted_at IS NULL AND o.deleted_at IS NOT NULL;
+  RETURN NULL;
+END $$;--> statement-breakpoint
+INSERT INTO "facet_values" ("key")
+SELECT DISTINCT k FROM "agent_search", unnest(facet_keys || ('provider:' || provider)) k
+WHERE k IS NOT NULL ORDER BY k;--> statement-breakpoint
+UPDATE "agent_search" SET "facet_ids" = agent_search_facet_ids(facet_keys, provider);
