@@ -348,25 +348,33 @@ export function createPostgresSearch(
   }
 
   /**
-   * The texts of facet value numbers, as far as searches have met them. A number names one value for
-   * good (facet_values never renumbers), so a text once read stays right; numbers not met yet are read
-   * in one statement. Past FACET_KEYS_KEPT texts the memory starts again, and fills as searches go.
+   * What facet value numbers stand for (the facet, and the value without its prefix), as far as searches
+   * have met them. A number names one value for good (facet_values never renumbers), so what was read
+   * once stays right; numbers not met yet are read in one statement. Past FACET_KEYS_KEPT the memory
+   * starts again, and fills as searches go. A key of no known facet is kept as null.
    */
-  let facetKeys = new Map<number, string>();
-  async function facetKeysOf(ids: readonly number[]): Promise<Map<number, string>> {
-    let missing = ids.filter((id) => !facetKeys.has(id));
-    if (missing.length === 0) return facetKeys;
-    if (facetKeys.size + missing.length > FACET_KEYS_KEPT) {
-      facetKeys = new Map();
+  type FacetValue = { facet: keyof FacetCounts; value: string } | null;
+  let facetValuesById = new Map<number, FacetValue>();
+  async function facetValuesOf(ids: readonly number[]): Promise<Map<number, FacetValue>> {
+    let missing = ids.filter((id) => !facetValuesById.has(id));
+    if (missing.length === 0) return facetValuesById;
+    if (facetValuesById.size + missing.length > FACET_KEYS_KEPT) {
+      facetValuesById = new Map();
       missing = [...ids];
     }
-    const known = facetKeys;
+    const known = facetValuesById;
     // One text parameter, not one per number: a statement's text stays the same, prepared once.
     const rows = await database.rows<{ id: number; key: string }>(
       sql`select ${facetValues.id} as id, ${facetValues.key} as key from ${facetValues}
         where ${facetValues.id} = any(string_to_array(${missing.join(",")}, ',')::int[])`,
     );
-    for (const row of rows) known.set(Number(row.id), row.key);
+    for (const { id, key } of rows) {
+      const facet = FACET_PREFIXES[key[0] ?? ""];
+      known.set(
+        Number(id),
+        facet && key.startsWith(facet[0]) ? { facet: facet[1], value: key.slice(facet[0].length) } : null,
+      );
+    }
     return known;
   }
 
@@ -377,29 +385,27 @@ export function createPostgresSearch(
    */
   async function summarize(tally: Tally, where: SQL | undefined): Promise<Summary> {
     const totalIsEstimate = !tally.complete;
-    const [estimate, keys] = await Promise.all([
+    const [estimate, named] = await Promise.all([
       totalIsEstimate ? estimatedRows(where) : 0,
-      facetKeysOf(tally.counted),
+      facetValuesOf(tally.counted),
     ]);
     const total = totalIsEstimate ? Math.max(Math.round(estimate), tally.seen) : tally.seen;
     const scale = totalIsEstimate ? total / tally.seen : 1;
-    // Ranked by the whole key (one prefix per facet orders values as the values alone would); only the
-    // winners lose their prefix. A sample has thousands of values, most of them skills seen once.
-    const byPrefix = new Map<string, [string, number][]>();
+    // A sample has thousands of values, most of them skills seen once.
+    const byFacet = new Map<keyof FacetCounts, [string, number][]>();
     for (const id of tally.counted) {
-      const key = keys.get(id);
-      const known = key && FACET_PREFIXES[key[0]!];
-      if (!known || !key.startsWith(known[0])) continue;
-      const entry: [string, number] = [key, tally.counts[id]!];
-      const entries = byPrefix.get(known[0]);
+      const known = named.get(id);
+      if (!known) continue;
+      const entry: [string, number] = [known.value, tally.counts[id]!];
+      const entries = byFacet.get(known.facet);
       if (entries) entries.push(entry);
-      else byPrefix.set(known[0], [entry]);
+      else byFacet.set(known.facet, [entry]);
     }
     const facets = emptyFacets();
     // Ordered by what was counted: rounding scaled counts could tie values the sample told apart.
-    for (const [prefix, entries] of byPrefix)
-      facets[FACET_PREFIXES[prefix[0]!]![1]] = topFacetValues(entries).map(({ value, count }) => ({
-        value: value.slice(prefix.length),
+    for (const [facet, entries] of byFacet)
+      facets[facet] = topFacetValues(entries).map(({ value, count }) => ({
+        value,
         count: Math.max(1, Math.round(count * scale)),
       }));
     return { total, totalIsEstimate, facets };
@@ -778,7 +784,10 @@ export function createPostgresSearch(
     );
     const [row] = (await database.rows<TextRow>(sql`
       with s as materialized (${scan}),
-      w as (select * from s order by seq desc limit ${limits.rankWindow + 1}),
+      w as (${
+        // A walk's scan is the window already: sorting it again copied every document it carries.
+        walked ? sql`select * from s` : sql`select * from s order by seq desc limit ${limits.rankWindow + 1}`
+      }),
       b as (select min(seq) as boundary from w having count(*) > ${limits.rankWindow}),
       x as (${
         walked
