@@ -15,8 +15,9 @@
  * e.g. a `git worktree` of the commit to compare with), SEARCH_AB_A_DATABASE / SEARCH_AB_B_DATABASE
  * (another database for a side, e.g. a copy migrated to the older schema), SEARCH_AB_A_LIMITS /
  * SEARCH_AB_B_LIMITS (JSON merged into DEFAULT_SEARCH_LIMITS), SEARCH_AB_KINDS (comma-separated, all
- * kinds by default), SEARCH_AB_PATHS (30 per kind), SEARCH_AB_ROUNDS (2). Searches ask for counts with
- * consistent=true, so none is answered from remembered counts.
+ * kinds by default), SEARCH_AB_PATHS (30 per kind), SEARCH_AB_ROUNDS (2), SEARCH_AB_POOL (connections per
+ * side, 1; the registry's pool is larger, so statements a search sends at once run at once there).
+ * Searches ask for counts with consistent=true, so none is answered from remembered counts.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,25 +35,40 @@ import { capture } from "./support/process";
 const url = process.env.BENCH_DATABASE_URL;
 if (!url)
   throw new Error("BENCH_DATABASE_URL: a database seeded by bench:search (BENCH_SEARCH_KEEP_DATABASE)");
+const databaseUrl: string = url;
 const env = (name: string) => process.env[`SEARCH_AB_${name}`] || undefined;
 const kinds = env("KINDS")?.split(",") ?? [...QUERY_KINDS];
 const perKind = Number(env("PATHS") ?? 30);
 const rounds = Number(env("ROUNDS") ?? 2);
+const pool = Number(env("POOL") ?? 1);
 const TICK_MS = 1000 / (Number(capture(["getconf", "CLK_TCK"])) || 100);
 const here = resolve(import.meta.dir, "..");
 
-type Side = { label: string; search: SearchBackend; pid: number; close: () => Promise<void> };
+type Side = {
+  label: string;
+  search: SearchBackend;
+  /** The side's Postgres backends (its pool's connections, found by application_name). */
+  pids: () => Promise<number[]>;
+  close: () => Promise<void>;
+};
 
 async function openSide(label: string): Promise<Side> {
   const root = resolve(env(label) ?? here);
   const { createPostgresSearch, DEFAULT_SEARCH_LIMITS } = await import(`${root}/src/infra/search/pg.ts`);
-  const database = await openDatabase({ url: env(`${label}_DATABASE`) ?? url, dataDir: "", poolMax: 1 });
-  const [row] = await database.rows<{ pid: number }>(sql`select pg_backend_pid() as pid`);
+  const application = `search_ab_${label}`;
+  const sideUrl = new URL(env(`${label}_DATABASE`) ?? databaseUrl);
+  sideUrl.searchParams.set("application_name", application);
+  const database = await openDatabase({ url: sideUrl.toString(), dataDir: "", poolMax: pool });
   const limits = { ...DEFAULT_SEARCH_LIMITS, ...JSON.parse(env(`${label}_LIMITS`) ?? "{}") };
   return {
     label: `${label} (${root})`,
     search: createPostgresSearch(database, limits),
-    pid: Number(row!.pid),
+    pids: async () =>
+      (
+        await database.rows<{ pid: number }>(
+          sql`select pid from pg_stat_activity where application_name = ${application}`,
+        )
+      ).map((row) => Number(row.pid)),
     close: () => database.close(),
   };
 }
@@ -76,10 +92,11 @@ async function mixFor(agents: number) {
   return JSON.parse(readFileSync(file, "utf8")) as { tokenClient: string; paths: MixPath[] };
 }
 
-const ticks = (pid: number) => {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-};
+const ticks = (pids: number[]) =>
+  pids.reduce((sum, pid) => {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return sum + (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+  }, 0);
 const percentile = (values: number[], p: number) => {
   const sorted = [...values].sort((x, y) => x - y);
   return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? 0;
@@ -116,6 +133,11 @@ try {
     if (chosen.length === 0) continue;
     // One unmeasured pass each: plans, caches and estimates warm on both sides alike.
     for (const side of [a, b]) for (const path of chosen) await side.search.search(queryOf(path));
+    // After that pass: a pool opens its connections as searches first need them.
+    const backends = new Map<Side, number[]>([
+      [a, await a.pids()],
+      [b, await b.pids()],
+    ]);
     const totals = new Map<Side, { pg: number; self: number; wall: number[] }>([
       [a, { pg: 0, self: 0, wall: [] }],
       [b, { pg: 0, self: 0, wall: [] }],
@@ -124,14 +146,14 @@ try {
       for (const path of chosen)
         for (const side of round % 2 === 0 ? [a, b] : [b, a]) {
           const total = totals.get(side)!;
-          const pg = ticks(side.pid);
+          const pg = ticks(backends.get(side)!);
           const self = process.cpuUsage();
           const started = performance.now();
           await side.search.search(queryOf(path));
           total.wall.push(performance.now() - started);
           const used = process.cpuUsage(self);
           total.self += (used.user + used.system) / 1000;
-          total.pg += ticks(side.pid) - pg;
+          total.pg += ticks(backends.get(side)!) - pg;
         }
     const searches = chosen.length * rounds;
     const [ta, tb] = [totals.get(a)!, totals.get(b)!];
