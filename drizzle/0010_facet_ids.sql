@@ -1,3 +1,7 @@
+-- Search rows carry their facet values as numbers (facet_values), not as texts: what search filters
+-- and counts, at some 100 bytes a row instead of 400. Writers wait until this commits: the search rows
+-- are rebuilt below, and a write must not run the old triggers against the new columns.
+LOCK TABLE "agents" IN SHARE MODE;--> statement-breakpoint
 CREATE TABLE "facet_values" (
 	"id" integer PRIMARY KEY GENERATED ALWAYS AS IDENTITY (sequence name "facet_values_id_seq" INCREMENT BY 1 MINVALUE 1 MAXVALUE 2147483647 START WITH 1 CACHE 1),
 	"key" text NOT NULL,
@@ -5,6 +9,8 @@ CREATE TABLE "facet_values" (
 );
 --> statement-breakpoint
 ALTER TABLE "agent_search" ADD COLUMN "facet_ids" integer[] DEFAULT '{}'::integer[] NOT NULL;--> statement-breakpoint
+DROP INDEX "agent_search_facet_keys_gin";--> statement-breakpoint
+ALTER TABLE "agent_search" DROP COLUMN "facet_keys";--> statement-breakpoint
 -- Written by hand from here (drizzle-kit does not model functions or triggers).
 -- Numbers the facet values not numbered yet, in key order: a writer that meets a value another is
 -- numbering waits for it, and in one order no two writers wait for each other. Only values missing are
@@ -16,7 +22,7 @@ CREATE FUNCTION "facet_values_add"(keys text[]) RETURNS void LANGUAGE sql AS $$
   ORDER BY k
   ON CONFLICT DO NOTHING
 $$;--> statement-breakpoint
--- An agent's facet values as search counts them: its facet keys and its provider, by number.
+-- An agent's facet values as search filters and counts them: its facet keys and its provider, by number.
 CREATE FUNCTION "agent_search_facet_ids"(keys text[], provider text) RETURNS integer[]
   LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT coalesce(array_agg(v.id), '{}') FROM "facet_values" v WHERE v.key = ANY (keys || ('provider:' || provider))
@@ -26,9 +32,9 @@ BEGIN
   PERFORM facet_values_add(ARRAY(SELECT unnest(n.facet_keys || ('provider:' || n.provider))
     FROM inserted n WHERE n.deleted_at IS NULL));
   INSERT INTO "agent_search" ("id", "seq", "visibility", "owner", "status", "health", "streaming", "signature",
-    "provider", "name", "facet_keys", "facet_ids", "search_doc")
+    "provider", "name", "facet_ids", "search_doc")
   SELECT n.id, n.seq, n.visibility, n.owner, n.status, n.health, n.streaming, n.signature, n.provider,
-    lower(n.name), n.facet_keys, agent_search_facet_ids(n.facet_keys, n.provider),
+    lower(n.name), agent_search_facet_ids(n.facet_keys, n.provider),
     agent_search_document(n.name, n.description, n.skills, n.tags)
   FROM inserted n WHERE n.deleted_at IS NULL;
   RETURN NULL;
@@ -43,7 +49,7 @@ BEGIN
       AND (o.deleted_at IS NOT NULL OR (o.facet_keys, o.provider) IS DISTINCT FROM (n.facet_keys, n.provider))));
   UPDATE "agent_search" s SET "seq" = n.seq, "visibility" = n.visibility, "owner" = n.owner,
     "status" = n.status, "health" = n.health, "streaming" = n.streaming, "signature" = n.signature,
-    "provider" = n.provider, "name" = lower(n.name), "facet_keys" = n.facet_keys,
+    "provider" = n.provider, "name" = lower(n.name),
     "facet_ids" = CASE
       WHEN (o.facet_keys, o.provider) IS NOT DISTINCT FROM (n.facet_keys, n.provider) THEN s.facet_ids
       ELSE agent_search_facet_ids(n.facet_keys, n.provider) END,
@@ -59,15 +65,23 @@ BEGIN
       n.name, n.description, n.skills, n.tags, n.facet_keys);
   -- A deleted agent made live again (a federation copy re-published upstream).
   INSERT INTO "agent_search" ("id", "seq", "visibility", "owner", "status", "health", "streaming", "signature",
-    "provider", "name", "facet_keys", "facet_ids", "search_doc")
+    "provider", "name", "facet_ids", "search_doc")
   SELECT n.id, n.seq, n.visibility, n.owner, n.status, n.health, n.streaming, n.signature, n.provider,
-    lower(n.name), n.facet_keys, agent_search_facet_ids(n.facet_keys, n.provider),
+    lower(n.name), agent_search_facet_ids(n.facet_keys, n.provider),
     agent_search_document(n.name, n.description, n.skills, n.tags)
   FROM updated n JOIN previous o ON o.id = n.id
   WHERE n.deleted_at IS NULL AND o.deleted_at IS NOT NULL;
   RETURN NULL;
 END $$;--> statement-breakpoint
-INSERT INTO "facet_values" ("key")
-SELECT DISTINCT k FROM "agent_search", unnest(facet_keys || ('provider:' || provider)) k
-WHERE k IS NOT NULL ORDER BY k;--> statement-breakpoint
-UPDATE "agent_search" SET "facet_ids" = agent_search_facet_ids(facet_keys, provider);
+-- Every search row written again, in seq order: the walks that find a common word's newest matches read
+-- the rows newest first, and rows in that order share pages (an UPDATE in place would leave the table
+-- twice its size and the new rows in whatever order it met them).
+SELECT facet_values_add(ARRAY(
+  SELECT DISTINCT unnest(facet_keys || ('provider:' || provider)) FROM "agents" WHERE deleted_at IS NULL));--> statement-breakpoint
+TRUNCATE "agent_search";--> statement-breakpoint
+INSERT INTO "agent_search" ("id", "seq", "visibility", "owner", "status", "health", "streaming", "signature",
+  "provider", "name", "facet_ids", "search_doc")
+SELECT id, seq, visibility, owner, status, health, streaming, signature, provider, lower(name),
+  agent_search_facet_ids(facet_keys, provider), agent_search_document(name, description, skills, tags)
+FROM "agents" WHERE deleted_at IS NULL ORDER BY seq;--> statement-breakpoint
+CREATE INDEX "agent_search_facet_ids_gin" ON "agent_search" USING gin ("facet_ids");

@@ -322,17 +322,15 @@ describe.if(Boolean(process.env.TEST_DATABASE_URL))("cli [postgres via DATABASE_
     const [lost] = await t.db.database.rows<{ id: string }>(
       sql`delete from agent_search where id = (select id from agent_search order by seq limit 1) returning id`,
     );
-    await t.db.database.rows(
-      sql`update agent_search set search_doc = ''::tsvector, facet_keys = '{}', facet_ids = '{}'`,
-    );
+    await t.db.database.rows(sql`update agent_search set search_doc = ''::tsvector, facet_ids = '{}'`);
     await t.db.database.rows(sql`alter table agents disable trigger agent_search_updated`);
     await t.db.database.rows(
       sql`update agents set deleted_at = now(), status = 'deleted' where id = ${lost!.id}`,
     );
     await t.db.database.rows(sql`alter table agents enable trigger agent_search_updated`);
     await t.db.database.rows(sql`insert into agent_search (id, seq, visibility, owner, status, health, streaming,
-      signature, provider, name, facet_keys, search_doc)
-      select id, seq, visibility, owner, 'active', health, streaming, signature, provider, lower(name), facet_keys,
+      signature, provider, name, facet_ids, search_doc)
+      select id, seq, visibility, owner, 'active', health, streaming, signature, provider, lower(name), '{}',
         to_tsvector('simple', 'quokkas') from agents where id = ${lost!.id}`);
     expect(await found()).toBe(1);
 

@@ -297,7 +297,13 @@ for (const backend of BACKENDS) {
       expect(await columnsOf(t.db.database, "agents")).not.toContain("search_doc");
       const rows = await t.db.database.rows<{ id: string; same: boolean }>(sql`
         select s.id, s.search_doc = agent_search_document(a.name, a.description, a.skills, a.tags)
-          and s.seq = a.seq and s.visibility = a.visibility and s.name = lower(a.name) as same
+          and s.seq = a.seq and s.visibility = a.visibility and s.name = lower(a.name)
+          -- 0010: every facet key and the provider numbered, and the row holding exactly those numbers.
+          and cardinality(s.facet_ids) = (select count(distinct k) from unnest(a.facet_keys || ('provider:' || a.provider)) k
+            where k is not null)
+          and (select array_agg(n order by n) from unnest(s.facet_ids) n) is not distinct from
+            (select array_agg(v.id order by v.id) from facet_values v
+              where v.key = any(a.facet_keys || ('provider:' || a.provider))) as same
         from agent_search s join agents a on a.id = s.id order by a.seq`);
       expect(rows).toEqual([
         { id: shown.id, same: true },

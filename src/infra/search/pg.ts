@@ -1,6 +1,6 @@
 import { and, inArray, type SQL, sql } from "drizzle-orm";
 import { PgDialect } from "drizzle-orm/pg-core";
-import { filterConditions, LISTED_COLUMNS, visibleTo } from "../../modules/agents/repo";
+import { attributeConditions, LISTED_COLUMNS, visibleTo, wantedFacetKeys } from "../../modules/agents/repo";
 import type { Caller } from "../../modules/auth/model";
 import { emptyFacets, type FacetCounts } from "../../modules/search/model";
 import type { Database } from "../db/client";
@@ -19,8 +19,8 @@ import {
 const S = agentSearch;
 
 /**
- * Facet prefixes in facet_keys (and "provider:", added for counting) and the response facet of each,
- * by the prefix's first letter (each is different).
+ * The prefixes of the keys facet_values numbers (an agent's facet keys, and "provider:<name>") and the
+ * response facet of each, by the prefix's first letter (each is different).
  */
 const FACET_PREFIXES: Record<string, [prefix: string, facet: keyof FacetCounts]> = {
   s: ["skill:", "skills"],
@@ -376,6 +376,30 @@ export function createPostgresSearch(
       );
     }
     return known;
+  }
+
+  /** The numbers of facet keys a filter wants (undefined when one has none), remembered once read. */
+  const facetIdsByKey = new Map<string, number>();
+  async function facetIdsOf(keys: string[]): Promise<number[] | undefined> {
+    let missing = keys.filter((key) => !facetIdsByKey.has(key));
+    if (missing.length > 0) {
+      if (facetIdsByKey.size + missing.length > FACET_KEYS_KEPT) {
+        facetIdsByKey.clear();
+        missing = keys;
+      }
+      const rows = await database.rows<{ id: number; key: string }>(
+        sql`select ${facetValues.id} as id, ${facetValues.key} as key from ${facetValues}
+          where ${facetValues.key} in (select jsonb_array_elements_text(${JSON.stringify(missing)}::jsonb))`,
+      );
+      for (const { id, key } of rows) facetIdsByKey.set(key, Number(id));
+    }
+    const ids: number[] = [];
+    for (const key of keys) {
+      const id = facetIdsByKey.get(key);
+      if (id === undefined) return undefined;
+      ids.push(id);
+    }
+    return ids;
   }
 
   /**
@@ -929,7 +953,18 @@ export function createPostgresSearch(
 
     async search(query: BackendQuery): Promise<SearchPage> {
       const tokens = queryTokens(query.text);
-      const base = and(visibleTo(query.caller, S), ...filterConditions(query.filters, S));
+      const wanted = wantedFacetKeys(query.filters);
+      const wantedIds = wanted.length > 0 ? await facetIdsOf(wanted) : [];
+      const base = and(
+        visibleTo(query.caller, S),
+        // A value no agent has ever had has no number: nothing has it.
+        wantedIds === undefined
+          ? sql`false`
+          : wantedIds.length > 0
+            ? sql`${S.facetIds} @> ${`{${wantedIds.join(",")}}`}::int[]`
+            : undefined,
+        ...attributeConditions(query.filters, S),
+      );
       const key = countsKey(query, tokens);
       const baseKey = `${visibilityKey(query.caller)}|${JSON.stringify(query.filters)}`;
       const remembered = query.withFacets && !query.consistent ? await rememberedSummary(key) : undefined;
@@ -1015,15 +1050,15 @@ export function createPostgresSearch(
             order by ${agents.seq} limit 1000 for share
           ), written as (
             insert into ${S} (id, seq, visibility, owner, status, health, streaming, signature, provider, name,
-              facet_keys, facet_ids, search_doc)
+              facet_ids, search_doc)
             select id, seq, visibility, owner, status, health, streaming, signature, provider, lower(name),
-              facet_keys, agent_search_facet_ids(facet_keys, provider),
+              agent_search_facet_ids(facet_keys, provider),
               agent_search_document(name, description, skills, tags)
             from source
             on conflict (id) do update set seq = excluded.seq, visibility = excluded.visibility,
               owner = excluded.owner, status = excluded.status, health = excluded.health,
               streaming = excluded.streaming, signature = excluded.signature, provider = excluded.provider,
-              name = excluded.name, facet_keys = excluded.facet_keys, facet_ids = excluded.facet_ids,
+              name = excluded.name, facet_ids = excluded.facet_ids,
               search_doc = excluded.search_doc
             where ${S.seq} <= excluded.seq
           )

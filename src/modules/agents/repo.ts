@@ -77,7 +77,7 @@ export function visibleTo(caller: Caller, table: Searchable = agents): SQL | und
  */
 type Searchable = Pick<
   typeof agents | typeof agentSearch,
-  "id" | "visibility" | "owner" | "facetKeys" | "streaming" | "provider" | "status" | "health" | "signature"
+  "id" | "visibility" | "owner" | "streaming" | "provider" | "status" | "health" | "signature"
 >;
 
 const nextSeq = sql`nextval('agent_seq')`;
@@ -97,15 +97,31 @@ export function facetKeysOf(values: {
   ];
 }
 
-/** The attribute filters shared by listing and search; case-insensitive like the stored facet values. */
-export function filterConditions(filters: AgentFilters, table: Searchable = agents): SQL[] {
-  const conditions: SQL[] = [];
+/** The facet keys (as facetKeysOf writes them) an agent must all have to pass the skill, tag and mode filters. */
+export function wantedFacetKeys(filters: AgentFilters): string[] {
   const wanted: string[] = [];
   if (filters.skill) wanted.push(`skill:${filters.skill.trim().toLowerCase()}`);
   if (filters.tag) wanted.push(`tag:${filters.tag.trim().toLowerCase()}`);
   if (filters.inputMode) wanted.push(`in:${filters.inputMode.trim().toLowerCase()}`);
   if (filters.outputMode) wanted.push(`out:${filters.outputMode.trim().toLowerCase()}`);
-  if (wanted.length > 0) conditions.push(arrayContains(table.facetKeys, wanted));
+  return wanted;
+}
+
+/** The filters of a listing; case-insensitive like the stored facet values. */
+export function filterConditions(filters: AgentFilters): SQL[] {
+  const wanted = wantedFacetKeys(filters);
+  return [
+    ...(wanted.length > 0 ? [arrayContains(agents.facetKeys, wanted)] : []),
+    ...attributeConditions(filters, agents),
+  ];
+}
+
+/**
+ * The filters other than facets, shared by listing and search (which tests facets on numbers, see
+ * agent_search.facet_ids).
+ */
+export function attributeConditions(filters: AgentFilters, table: Searchable): SQL[] {
+  const conditions: SQL[] = [];
   if (filters.streaming !== undefined) conditions.push(eq(table.streaming, filters.streaming));
   if (filters.provider)
     conditions.push(sql`lower(${table.provider}) = ${filters.provider.trim().toLowerCase()}`);
