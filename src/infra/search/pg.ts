@@ -89,27 +89,22 @@ type Summary = { total: number; totalIsEstimate: boolean; facets: FacetCounts };
 type CountsEntry = { maxSeq: number; at: number; summary: Promise<Summary> };
 
 /**
- * Facet values counted over some matches, by number (agent_search.facet_ids: facet_keys plus
+ * Facet values counted over some matches, by number (agent_search.facet_ids: the facet keys plus
  * "provider:<name>"): `seen` matches, each counted once per value it has; `complete` when they are every
  * match. A count per number in an array: a sample is thousands of small numbers, and a Map keyed by the
  * texts cost a millisecond a search.
  */
 class Tally {
   seen = 0;
-  counts = new Uint32Array(1024);
+  counts: Uint32Array;
   /** The numbers counted at least once, in the order first met. */
   readonly counted: number[] = [];
-  constructor(public complete: boolean) {}
-
-  add(id: number) {
-    if (id >= this.counts.length) {
-      const grown = new Uint32Array(Math.max(id + 1, this.counts.length * 2));
-      grown.set(this.counts);
-      this.counts = grown;
-    }
-    const before = this.counts[id]!;
-    this.counts[id] = before + 1;
-    if (before === 0) this.counted.push(id);
+  /** `capacity`: the numbers expected (the array grows past it). */
+  constructor(
+    public complete: boolean,
+    capacity: number,
+  ) {
+    this.counts = new Uint32Array(capacity);
   }
 
   /**
@@ -122,16 +117,28 @@ class Tally {
     let i = sample.indexOf(",");
     this.seen += Number(sample.slice(0, i < 0 ? sample.length : i));
     if (i < 0) return;
+    let { counts } = this;
+    const { counted } = this;
+    const end = sample.length;
     let id = -1;
-    for (i++; i < sample.length; i++) {
-      const digit = sample.charCodeAt(i) - 48;
-      if (digit >= 0 && digit <= 9) id = id < 0 ? digit : id * 10 + digit;
-      else {
-        if (id >= 0) this.add(id);
-        id = -1;
+    for (i++; i <= end; i++) {
+      const digit = i < end ? sample.charCodeAt(i) - 48 : -1;
+      if (digit >= 0 && digit <= 9) {
+        id = id < 0 ? digit : id * 10 + digit;
+        continue;
       }
+      if (id < 0) continue;
+      if (id >= counts.length) {
+        const grown = new Uint32Array(Math.max(id + 1, counts.length * 2));
+        grown.set(counts);
+        counts = grown;
+        this.counts = grown;
+      }
+      const before = counts[id]!;
+      counts[id] = before + 1;
+      if (before === 0) counted.push(id);
+      id = -1;
     }
-    if (id >= 0) this.add(id);
   }
 }
 
@@ -144,25 +151,30 @@ const byCountThenValue = (a: [string, number], b: [string, number]) =>
   b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
 /**
- * The FACET_SIZE most frequent values, ties by value. Kept in a sorted array rather than sorting every
- * value: a facet sample has thousands of skill values seen once, and nearly all of them lose to the
- * array's last entry in one comparison.
+ * The `size` first of some items in an order, in that order. Kept in a sorted array rather than sorting
+ * every item: a facet sample has thousands of skill values seen once, and nearly all of them lose to
+ * the array's last entry in one comparison.
  */
-export function topFacetValues(counts: Iterable<[string, number]>): { value: string; count: number }[] {
-  const top: [string, number][] = [];
-  for (const entry of counts) {
-    if (top.length === FACET_SIZE && byCountThenValue(entry, top[FACET_SIZE - 1]!) >= 0) continue;
+function firstBy<T>(items: Iterable<T>, before: (a: T, b: T) => number, size: number): T[] {
+  const top: T[] = [];
+  for (const item of items) {
+    if (top.length === size && before(item, top[size - 1]!) >= 0) continue;
     let lo = 0;
     let hi = top.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (byCountThenValue(top[mid]!, entry) <= 0) lo = mid + 1;
+      if (before(top[mid]!, item) <= 0) lo = mid + 1;
       else hi = mid;
     }
-    top.splice(lo, 0, entry);
-    if (top.length > FACET_SIZE) top.pop();
+    top.splice(lo, 0, item);
+    if (top.length > size) top.pop();
   }
-  return top.map(([value, count]) => ({ value, count }));
+  return top;
+}
+
+/** The FACET_SIZE most frequent values, ties by value. */
+export function topFacetValues(counts: Iterable<[string, number]>): { value: string; count: number }[] {
+  return firstBy(counts, byCountThenValue, FACET_SIZE).map(([value, count]) => ({ value, count }));
 }
 
 /**
@@ -378,6 +390,10 @@ export function createPostgresSearch(
     return known;
   }
 
+  /** Tallies sized for the numbers met so far: a sample's numbers run up to the count of facet values. */
+  let tallyCapacity = 1024;
+  const newTally = (complete: boolean) => new Tally(complete, tallyCapacity);
+
   /** The numbers of facet keys a filter wants (undefined when one has none), remembered once read. */
   const facetIdsByKey = new Map<string, number>();
   async function facetIdsOf(keys: string[]): Promise<number[] | undefined> {
@@ -408,6 +424,7 @@ export function createPostgresSearch(
    * seen), and the summary says so.
    */
   async function summarize(tally: Tally, where: SQL | undefined): Promise<Summary> {
+    tallyCapacity = Math.max(tallyCapacity, tally.counts.length);
     const totalIsEstimate = !tally.complete;
     const [estimate, named] = await Promise.all([
       totalIsEstimate ? estimatedRows(where) : 0,
@@ -415,22 +432,30 @@ export function createPostgresSearch(
     ]);
     const total = totalIsEstimate ? Math.max(Math.round(estimate), tally.seen) : tally.seen;
     const scale = totalIsEstimate ? total / tally.seen : 1;
-    // A sample has thousands of values, most of them skills seen once.
-    const byFacet = new Map<keyof FacetCounts, [string, number][]>();
+    // A sample has thousands of values, most of them skills seen once: grouped by number, and only the
+    // winners take the shape of the response.
+    const byFacet = new Map<keyof FacetCounts, number[]>();
     for (const id of tally.counted) {
       const known = named.get(id);
       if (!known) continue;
-      const entry: [string, number] = [known.value, tally.counts[id]!];
-      const entries = byFacet.get(known.facet);
-      if (entries) entries.push(entry);
-      else byFacet.set(known.facet, [entry]);
+      const ids = byFacet.get(known.facet);
+      if (ids) ids.push(id);
+      else byFacet.set(known.facet, [id]);
     }
+    const { counts } = tally;
+    const valueNamed = (id: number) => named.get(id)!.value;
+    const before = (a: number, b: number) => {
+      const byCount = counts[b]! - counts[a]!;
+      if (byCount !== 0) return byCount;
+      const [x, y] = [valueNamed(a), valueNamed(b)];
+      return x < y ? -1 : x > y ? 1 : 0;
+    };
     const facets = emptyFacets();
     // Ordered by what was counted: rounding scaled counts could tie values the sample told apart.
-    for (const [facet, entries] of byFacet)
-      facets[facet] = topFacetValues(entries).map(({ value, count }) => ({
-        value,
-        count: Math.max(1, Math.round(count * scale)),
+    for (const [facet, ids] of byFacet)
+      facets[facet] = firstBy(ids, before, FACET_SIZE).map((id) => ({
+        value: valueNamed(id),
+        count: Math.max(1, Math.round(counts[id]! * scale)),
       }));
     return { total, totalIsEstimate, facets };
   }
@@ -442,7 +467,7 @@ export function createPostgresSearch(
         select ${S.facetIds} as ids from ${S} where ${where ?? sql`true`} limit ${limits.exactCount + 1}) m`)) as [
       { sample: string | null; maxSeq: number | null },
     ];
-    const tally = new Tally(false);
+    const tally = newTally(false);
     tally.addSample(row.sample);
     tally.complete = tally.seen <= limits.exactCount;
     return { tally, maxSeq: Number(row.maxSeq ?? 0) };
@@ -884,7 +909,7 @@ export function createPostgresSearch(
     const early = similarPending ? undefined : page([]);
     let tally: Tally | undefined;
     if (wantSample) {
-      tally = new Tally(found < scanned);
+      tally = newTally(found < scanned);
       if (meta.sample) {
         await afterQueuedWrites();
         tally.addSample(meta.sample);
