@@ -82,7 +82,7 @@ const FACET_CACHE_TTL_MS = 1000;
 /** Planner estimates kept across requests (see estimatedRows). */
 const ESTIMATE_CACHE_ENTRIES = 2000;
 const ESTIMATE_TTL_MS = 60_000;
-/** Facet value texts kept by number (see facetKeysOf): a few MB. */
+/** Facet values remembered by number and by key (facetValuesOf, facetIdsOf): a few MB. */
 const FACET_KEYS_KEPT = 200_000;
 
 type Summary = { total: number; totalIsEstimate: boolean; facets: FacetCounts };
