@@ -648,7 +648,8 @@ export function createPostgresSearch(
   /**
    * The newest `limit` search rows of a condition with their scores and, for similar names (which may
    * not be full-text matches, and then add to the facet counts), whether each is a full-text match and
-   * its facet keys. The scores are taken in an outer query so that only the rows kept are scored.
+   * its facet value numbers. The scores are taken in an outer query so that only the rows kept are
+   * scored.
    * `seq + 0`: left to itself the planner walks seq backwards through tens of thousands of rows to find
    * a few hundred names, where the name indexes find them at once.
    */
