@@ -403,9 +403,11 @@ export function createPostgresSearch(
         facetIdsByKey.clear();
         missing = keys;
       }
+      // `= any(array(...))`, not `in (select ...)`: the planner guesses a hundred keys for the set and
+      // hashes them against every facet value (22,000 at 100k agents: 3 ms) instead of looking each up.
       const rows = await database.rows<{ id: number; key: string }>(
         sql`select ${facetValues.id} as id, ${facetValues.key} as key from ${facetValues}
-          where ${facetValues.key} in (select jsonb_array_elements_text(${JSON.stringify(missing)}::jsonb))`,
+          where ${facetValues.key} = any(array(select jsonb_array_elements_text(${JSON.stringify(missing)}::jsonb)))`,
       );
       for (const { id, key } of rows) facetIdsByKey.set(key, Number(id));
     }
