@@ -29,6 +29,10 @@ const FACET_PREFIXES: Record<string, [prefix: string, facet: keyof FacetCounts]>
   o: ["out:", "outputModes"],
   p: ["provider:", "providers"],
 };
+/** The response facets, in the order of their codes in the backend's memory of facet values. */
+const FACETS = Object.values(FACET_PREFIXES).map(([, facet]) => facet);
+/** The code of a facet value whose key has no known prefix. */
+const NOT_A_FACET = 255;
 
 /**
  * What one query may cost, whatever it matches. Exact totals, facets and relevance order over every
@@ -151,13 +155,13 @@ const byCountThenValue = (a: [string, number], b: [string, number]) =>
   b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
 /**
- * The `size` first of some items in an order, in that order. Kept in a sorted array rather than sorting
- * every item: a facet sample has thousands of skill values seen once, and nearly all of them lose to
- * the array's last entry in one comparison.
+ * The positions (0 to `count` - 1) of the `size` first items in an order, in that order. Kept in a sorted
+ * array rather than sorting every item: a facet sample has thousands of skill values seen once, and
+ * nearly all of them lose to the array's last entry in one comparison.
  */
-function firstBy<T>(items: Iterable<T>, before: (a: T, b: T) => number, size: number): T[] {
-  const top: T[] = [];
-  for (const item of items) {
+function mostCounted(count: number, before: (a: number, b: number) => number, size: number): number[] {
+  const top: number[] = [];
+  for (let item = 0; item < count; item++) {
     if (top.length === size && before(item, top[size - 1]!) >= 0) continue;
     let lo = 0;
     let hi = top.length;
@@ -174,7 +178,10 @@ function firstBy<T>(items: Iterable<T>, before: (a: T, b: T) => number, size: nu
 
 /** The FACET_SIZE most frequent values, ties by value. */
 export function topFacetValues(counts: Iterable<[string, number]>): { value: string; count: number }[] {
-  return firstBy(counts, byCountThenValue, FACET_SIZE).map(([value, count]) => ({ value, count }));
+  const entries = [...counts];
+  return mostCounted(entries.length, (a, b) => byCountThenValue(entries[a]!, entries[b]!), FACET_SIZE).map(
+    (i) => ({ value: entries[i]![0], count: entries[i]![1] }),
+  );
 }
 
 /**
@@ -361,33 +368,49 @@ export function createPostgresSearch(
 
   /**
    * What facet value numbers stand for (the facet, and the value without its prefix), as far as searches
-   * have met them. A number names one value for good (facet_values never renumbers), so what was read
+   * have met them, in arrays indexed by number: a sample names thousands, each looked up on every search
+   * that counts it. A number names one value for good (facet_values never renumbers), so what was read
    * once stays right; numbers not met yet are read in one statement. Past FACET_KEYS_KEPT the memory
-   * starts again, and fills as searches go. A key of no known facet is kept as null.
+   * starts again, and fills as searches go. A search keeps the memory it filled, whatever others do.
    */
-  type FacetValue = { facet: keyof FacetCounts; value: string } | null;
-  let facetValuesById = new Map<number, FacetValue>();
-  async function facetValuesOf(ids: readonly number[]): Promise<Map<number, FacetValue>> {
-    let missing = ids.filter((id) => !facetValuesById.has(id));
-    if (missing.length === 0) return facetValuesById;
-    if (facetValuesById.size + missing.length > FACET_KEYS_KEPT) {
-      facetValuesById = new Map();
-      missing = [...ids];
+  type FacetNames = {
+    /** By number: 0 when not read yet, else 1 + the facet's position in FACETS, or NOT_A_FACET. */
+    codes: Uint8Array;
+    values: string[];
+    known: number;
+  };
+  const emptyNames = (): FacetNames => ({ codes: new Uint8Array(1024), values: [], known: 0 });
+  let facetNames = emptyNames();
+  async function facetNamesOf(ids: readonly number[]): Promise<FacetNames> {
+    const unread = (names: FacetNames) => ids.filter((id) => !(names.codes[id]! > 0));
+    let missing = unread(facetNames);
+    if (missing.length === 0) return facetNames;
+    if (facetNames.known + missing.length > FACET_KEYS_KEPT) {
+      facetNames = emptyNames();
+      missing = unread(facetNames);
     }
-    const known = facetValuesById;
+    const names = facetNames;
     // One text parameter, not one per number: a statement's text stays the same, prepared once.
     const rows = await database.rows<{ id: number; key: string }>(
       sql`select ${facetValues.id} as id, ${facetValues.key} as key from ${facetValues}
         where ${facetValues.id} = any(string_to_array(${missing.join(",")}, ',')::int[])`,
     );
-    for (const { id, key } of rows) {
-      const facet = FACET_PREFIXES[key[0] ?? ""];
-      known.set(
-        Number(id),
-        facet && key.startsWith(facet[0]) ? { facet: facet[1], value: key.slice(facet[0].length) } : null,
-      );
+    for (const row of rows) {
+      const id = Number(row.id);
+      const { key } = row;
+      if (id >= names.codes.length) {
+        const grown = new Uint8Array(Math.max(id + 1, names.codes.length * 2));
+        grown.set(names.codes);
+        names.codes = grown;
+      }
+      const prefix = FACET_PREFIXES[key[0] ?? ""];
+      if (names.codes[id] === 0) names.known++;
+      if (prefix && key.startsWith(prefix[0])) {
+        names.codes[id] = 1 + FACETS.indexOf(prefix[1]);
+        names.values[id] = key.slice(prefix[0].length);
+      } else names.codes[id] = NOT_A_FACET;
     }
-    return known;
+    return names;
   }
 
   /** Tallies sized for the numbers met so far: a sample's numbers run up to the count of facet values. */
@@ -428,37 +451,40 @@ export function createPostgresSearch(
   async function summarize(tally: Tally, where: SQL | undefined): Promise<Summary> {
     tallyCapacity = Math.max(tallyCapacity, tally.counts.length);
     const totalIsEstimate = !tally.complete;
-    const [estimate, named] = await Promise.all([
+    const [estimate, names] = await Promise.all([
       totalIsEstimate ? estimatedRows(where) : 0,
-      facetValuesOf(tally.counted),
+      facetNamesOf(tally.counted),
     ]);
     const total = totalIsEstimate ? Math.max(Math.round(estimate), tally.seen) : tally.seen;
     const scale = totalIsEstimate ? total / tally.seen : 1;
-    // A sample has thousands of values, most of them skills seen once: grouped by number, and only the
+    // A sample has thousands of values, most of them skills seen once: grouped by facet, and only the
     // winners take the shape of the response.
-    const byFacet = new Map<keyof FacetCounts, number[]>();
+    const groups = FACETS.map(() => ({ ids: [] as number[], values: [] as string[] }));
     for (const id of tally.counted) {
-      const known = named.get(id);
-      if (!known) continue;
-      const ids = byFacet.get(known.facet);
-      if (ids) ids.push(id);
-      else byFacet.set(known.facet, [id]);
+      const code = names.codes[id]!;
+      const group = groups[code - 1];
+      if (!group) continue;
+      group.ids.push(id);
+      group.values.push(names.values[id]!);
     }
     const { counts } = tally;
-    const valueNamed = (id: number) => named.get(id)!.value;
-    const before = (a: number, b: number) => {
-      const byCount = counts[b]! - counts[a]!;
-      if (byCount !== 0) return byCount;
-      const [x, y] = [valueNamed(a), valueNamed(b)];
-      return x < y ? -1 : x > y ? 1 : 0;
-    };
     const facets = emptyFacets();
-    // Ordered by what was counted: rounding scaled counts could tie values the sample told apart.
-    for (const [facet, ids] of byFacet)
-      facets[facet] = firstBy(ids, before, FACET_SIZE).map((id) => ({
-        value: valueNamed(id),
-        count: Math.max(1, Math.round(counts[id]! * scale)),
+    for (const [code, { ids, values }] of groups.entries()) {
+      // Positions in the group compared by count, then by value: no lookup per comparison (a sample's
+      // thousands of skills seen once each tie with the last value kept).
+      const before = (a: number, b: number) => {
+        const byCount = counts[ids[b]!]! - counts[ids[a]!]!;
+        if (byCount !== 0) return byCount;
+        const x = values[a]!;
+        const y = values[b]!;
+        return x < y ? -1 : x > y ? 1 : 0;
+      };
+      // Ordered by what was counted: rounding scaled counts could tie values the sample told apart.
+      facets[FACETS[code]!] = mostCounted(ids.length, before, FACET_SIZE).map((i) => ({
+        value: values[i]!,
+        count: Math.max(1, Math.round(counts[ids[i]!]! * scale)),
       }));
+    }
     return { total, totalIsEstimate, facets };
   }
 
