@@ -291,6 +291,69 @@ for (const backend of BACKENDS)
       });
     });
 
+// Names like a query of several words that none of its matches has in its name: a misspelt name joins
+// the matches, a name that lacks one of the words altogether does not, however long the word it shares.
+const NAMELESS_CORPUS: Spec[] = [
+  {
+    key: "helper",
+    name: "Kyc Spreadsheat Helper",
+    description: "Helps.",
+    skills: [skill("help", ["ledgers"])],
+  },
+  ...Array.from({ length: 3 }, (_, i) => ({
+    key: `auditor-${i}`,
+    name: `Ledger Auditor ${i}`,
+    description: "Checks kyc spreadsheet rows.",
+    skills: [skill(`audit-${i}`, ["ledgers"])],
+  })),
+  ...Array.from({ length: 3 }, (_, i) => ({
+    key: `sorter-${i}`,
+    name: `Spreadsheet Sorter ${i}`,
+    description: "Sorts rows.",
+    skills: [skill(`sort-${i}`, ["tables"])],
+  })),
+];
+
+for (const backend of BACKENDS)
+  describe(`postgres backend similar names [${backend}]`, () => {
+    let t: TestApp;
+    let ids: Map<string, string>;
+    beforeAll(async () => {
+      t = await createTestApp(backend);
+      ids = await publishPublic(t, "nameless-writer", NAMELESS_CORPUS);
+    }, 60_000);
+    afterAll(() => t.close());
+
+    test("a name lacking one query word is no match, a misspelt one is, on every page", async () => {
+      const bounded = createPostgresSearch(t.db.database, SMALL);
+      const search = (after?: BackendQuery["after"]) =>
+        bounded.search({
+          text: "kyc spreadsheet",
+          filters: {},
+          caller: ANONYMOUS,
+          limit: 2,
+          withFacets: true,
+          consistent: true,
+          after,
+        });
+      const first = await search();
+      // Full text finds the three auditors (fuzzyBelow), none by name: names like the query join them.
+      expect(first.hits[0]!.id).toBe(ids.get("helper")!);
+      expect(first.total).toBe(4);
+      expect(first.facets.tags).toEqual([{ value: "ledgers", count: 4 }]);
+      const seen = [...first.hits];
+      let next = nextAfter(first);
+      while (next) {
+        const page = await search(decodeSearchCursor(encodeSearchCursor(next)));
+        seen.push(...page.hits);
+        next = nextAfter(page);
+      }
+      expect(seen.map((hit) => hit.id).sort()).toEqual(
+        ["helper", "auditor-0", "auditor-1", "auditor-2"].map((key) => ids.get(key)!).sort(),
+      );
+    });
+  });
+
 // Facet values travel and count as numbers; a value holding a separator (U+001F, a comma) must still
 // count, filter and come back whole.
 for (const backend of BACKENDS)
