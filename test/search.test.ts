@@ -306,6 +306,12 @@ const NAMELESS_CORPUS: Spec[] = [
     description: "Checks kyc spreadsheet rows.",
     skills: [skill(`audit-${i}`, ["ledgers"])],
   })),
+  {
+    key: "monitor",
+    name: "Sky Listing Monitor",
+    description: "Watches listings.",
+    skills: [skill("watch", ["tables"])],
+  },
   ...Array.from({ length: 3 }, (_, i) => ({
     key: `sorter-${i}`,
     name: `Spreadsheet Sorter ${i}`,
@@ -351,6 +357,20 @@ for (const backend of BACKENDS)
       expect(seen.map((hit) => hit.id).sort()).toEqual(
         ["helper", "auditor-0", "auditor-1", "auditor-2"].map((key) => ids.get(key)!).sort(),
       );
+    });
+
+    test("a misspelt long word finds a name whose other words are short", async () => {
+      // Word similarity is a ratio over both trigram sets: a misspelt word's own trigrams count against
+      // it too, so a rule that scaled the threshold to the shortest word ("sky") lost this agent.
+      const page = await createPostgresSearch(t.db.database, SMALL).search({
+        text: "sky listing monaitor",
+        filters: {},
+        caller: ANONYMOUS,
+        limit: 5,
+        withFacets: true,
+        consistent: true,
+      });
+      expect(page.hits[0]?.id).toBe(ids.get("monitor")!);
     });
   });
 
