@@ -267,19 +267,15 @@ export function createPostgresSearch(
     // "... Pipeline ..." names to check, where 0.75 finds a few). The explicit test makes a page's
     // similar names the same whatever threshold the index used for them.
     // A higher similarity is asked when the query's words are all real words (full text found them):
-    // then a name must also share a trigram with each of them. Word similarity compares trigram sets,
-    // so a name lacking a short word reaches 0.75 on a long one alone ("kyc spreadsheet": 12 of 16 for
-    // every "... Spreadsheet ..." name), while a misspelt word keeps some of its trigrams.
-    const everyWordIn = (name: SQL) =>
-      sql.join(
-        tokens.map((token) => sql`word_similarity(${token}, ${name}) > 0`),
-        sql` and `,
-      );
+    // then agent_search_similar_names also asks a name to share a trigram with each of them (migration
+    // 0012). Word similarity compares trigram sets, so a name lacking a short word reaches 0.75 on a
+    // long one alone ("kyc spreadsheet": every "... Spreadsheet ..." name), while a misspelt word keeps
+    // some of its trigrams.
     const fuzzyName = (similarity: number) =>
       similarity === TRIGRAM_DEFAULT
         ? sql`${phrase} <% ${S.name}`
         : sql`(${S.id} in (select agent_search_similar_names(${phrase}, ${similarity}::real))
-          and word_similarity(${phrase}, ${S.name}) >= ${similarity} and ${everyWordIn(sql`${S.name}`)})`;
+          and word_similarity(${phrase}, ${S.name}) >= ${similarity})`;
 
     // Every word in the name, tested on the name's own words, which an index holds (agent_search_name_words):
     // `search_doc @@ 'word:A'` is served by the text index only with a recheck of every row that has the
