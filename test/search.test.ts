@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createPostgresSearch, type PostgresSearchLimits, topFacetValues } from "../src/infra/search/pg";
 import { FACET_SIZE } from "../src/infra/search/types";
-import type { BackendQuery, SearchHit, SearchPage } from "../src/infra/search/types";
+import type { BackendQuery, SearchBackend, SearchHit, SearchPage } from "../src/infra/search/types";
 import { ANONYMOUS } from "../src/modules/auth/model";
 import { decodeSearchCursor, encodeSearchCursor, nextAfter } from "../src/modules/search/service";
 import { createFakeElasticsearch } from "./support/fake-elasticsearch";
@@ -101,6 +101,37 @@ async function publishPublic(t: TestApp, writerName: string, specs: Spec[]) {
   return ids;
 }
 
+type Search = (query: Partial<BackendQuery>) => Promise<SearchPage>;
+
+/** A backend's search, anonymous, consistent, with counts, 20 a page: `defaults` and then each query override it. */
+const searchOf =
+  (backend: SearchBackend, defaults: Partial<BackendQuery> = {}): Search =>
+  (query) =>
+    backend.search({
+      text: "",
+      filters: {},
+      caller: ANONYMOUS,
+      limit: 20,
+      withFacets: true,
+      consistent: true,
+      ...defaults,
+      ...query,
+    });
+
+/** Every hit of a query, page after page, as a client would walk it (cursor through the service). */
+async function walk(search: Search, text: string, limit: number) {
+  const hits: SearchHit[] = [];
+  let after: BackendQuery["after"];
+  for (let pages = 0; pages < 50; pages++) {
+    const page = await search({ text, limit, after });
+    hits.push(...page.hits);
+    const next = nextAfter(page);
+    if (!next) break;
+    after = decodeSearchCursor(encodeSearchCursor(next));
+  }
+  return hits;
+}
+
 /**
  * Each way of finding a text query's newest matches, forced (unset: chosen from the planner's
  * estimates, which for a few agents always pick one): the results must not depend on the way.
@@ -111,37 +142,13 @@ for (const backend of BACKENDS)
   for (const scan of SCANS)
     describe(`postgres backend bounds [${backend}${scan ? `, ${scan}` : ""}]`, () => {
       let t: TestApp;
-      let search: (query: Partial<BackendQuery>) => Promise<SearchPage>;
+      let search: Search;
       const ids = new Map<string, string>();
-
-      /** Every hit of a query, page after page, as a client would walk it (cursor through the service). */
-      async function walk(text: string, limit: number) {
-        const hits: SearchHit[] = [];
-        let after: BackendQuery["after"];
-        for (let pages = 0; pages < 50; pages++) {
-          const page = await search({ text, limit, after });
-          hits.push(...page.hits);
-          const next = nextAfter(page);
-          if (!next) break;
-          after = decodeSearchCursor(encodeSearchCursor(next));
-        }
-        return hits;
-      }
 
       beforeAll(async () => {
         t = await createTestApp(backend);
         for (const [key, id] of await publishPublic(t, "bounds-writer", BOUNDED_CORPUS)) ids.set(key, id);
-        const bounded = createPostgresSearch(t.db.database, { ...SMALL, scan });
-        search = (query) =>
-          bounded.search({
-            text: "",
-            filters: {},
-            caller: ANONYMOUS,
-            limit: 20,
-            withFacets: true,
-            consistent: true,
-            ...query,
-          });
+        search = searchOf(createPostgresSearch(t.db.database, { ...SMALL, scan }));
       }, 60_000);
       afterAll(() => t.close());
 
@@ -217,7 +224,7 @@ for (const backend of BACKENDS)
       test("a broad text query ranks its newest matches and older name matches, then the rest newest first, each once", async () => {
         const all = BOUNDED_CORPUS.filter((spec) => /parcel/i.test(`${spec.name} ${spec.description}`));
         for (const limit of [1, 2, 3, 5, 20]) {
-          const hits = await walk("parcel", limit);
+          const hits = await walk(search, "parcel", limit);
           expectEach(
             hits,
             all.map((spec) => spec.key),
@@ -245,7 +252,7 @@ for (const backend of BACKENDS)
         // Twelve couriers, all named: the newest four are the window, the next three the name part.
         const couriers = Array.from({ length: 12 }, (_, i) => `courier-${i}`);
         for (const limit of [1, 2, 4, 7, 20]) {
-          const hits = await walk("courier", limit);
+          const hits = await walk(search, "courier", limit);
           expectEach(hits, couriers);
           const ranked = hits.filter((hit) => hit.score > 0);
           expect(ranked).toHaveLength(SMALL.rankWindow + SMALL.nameWindow);
@@ -285,7 +292,7 @@ for (const backend of BACKENDS)
         const page = await search({ text: "crimson anomaly gene" });
         expect(page.hits[0]?.id).toBe(ids.get("genie")!);
         expect(page.total).toBe(4);
-        const hits = await walk("crimson anomaly gene", 1);
+        const hits = await walk(search, "crimson anomaly gene", 1);
         expectEach(hits, ["genie", "spotter-0", "spotter-1", "spotter-2"]);
         expect(hits[0]!.id).toBe(ids.get("genie")!);
       });
@@ -324,36 +331,21 @@ for (const backend of BACKENDS)
   describe(`postgres backend similar names [${backend}]`, () => {
     let t: TestApp;
     let ids: Map<string, string>;
+    let search: Search;
     beforeAll(async () => {
       t = await createTestApp(backend);
       ids = await publishPublic(t, "nameless-writer", NAMELESS_CORPUS);
+      search = searchOf(createPostgresSearch(t.db.database, SMALL));
     }, 60_000);
     afterAll(() => t.close());
 
     test("a name lacking one query word is no match, a misspelt one is, on every page", async () => {
-      const bounded = createPostgresSearch(t.db.database, SMALL);
-      const search = (after?: BackendQuery["after"]) =>
-        bounded.search({
-          text: "kyc spreadsheet",
-          filters: {},
-          caller: ANONYMOUS,
-          limit: 2,
-          withFacets: true,
-          consistent: true,
-          after,
-        });
-      const first = await search();
+      const first = await search({ text: "kyc spreadsheet", limit: 2 });
       // Full text finds the three auditors (fuzzyBelow), none by name: names like the query join them.
       expect(first.hits[0]!.id).toBe(ids.get("helper")!);
       expect(first.total).toBe(4);
       expect(first.facets.tags).toEqual([{ value: "ledgers", count: 4 }]);
-      const seen = [...first.hits];
-      let next = nextAfter(first);
-      while (next) {
-        const page = await search(decodeSearchCursor(encodeSearchCursor(next)));
-        seen.push(...page.hits);
-        next = nextAfter(page);
-      }
+      const seen = await walk(search, "kyc spreadsheet", 2);
       expect(seen.map((hit) => hit.id).sort()).toEqual(
         ["helper", "auditor-0", "auditor-1", "auditor-2"].map((key) => ids.get(key)!).sort(),
       );
@@ -362,14 +354,7 @@ for (const backend of BACKENDS)
     test("a misspelt long word finds a name whose other words are short", async () => {
       // Word similarity is a ratio over both trigram sets: a misspelt word's own trigrams count against
       // it too, so a rule that scaled the threshold to the shortest word ("sky") lost this agent.
-      const page = await createPostgresSearch(t.db.database, SMALL).search({
-        text: "sky listing monaitor",
-        filters: {},
-        caller: ANONYMOUS,
-        limit: 5,
-        withFacets: true,
-        consistent: true,
-      });
+      const page = await search({ text: "sky listing monaitor", limit: 5 });
       expect(page.hits[0]?.id).toBe(ids.get("monitor")!);
     });
   });
@@ -397,17 +382,7 @@ for (const backend of BACKENDS)
     afterAll(() => t.close());
 
     test("a facet value holding a separator is counted whole, on every way counts are read", async () => {
-      const search = createPostgresSearch(t.db.database);
-      const query = (extra: Partial<BackendQuery>) =>
-        search.search({
-          text: "",
-          filters: {},
-          caller: ANONYMOUS,
-          limit: 1,
-          withFacets: true,
-          consistent: true,
-          ...extra,
-        });
+      const query = searchOf(createPostgresSearch(t.db.database), { limit: 1 });
       const expected = {
         tags: [
           { value: "light", count: 2 },
