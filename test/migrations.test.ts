@@ -161,7 +161,7 @@ for (const backend of BACKENDS) {
         await insertAt0006(database, { ...local, owner: "legacy-owner", visibility: "public" });
         await insertShapes((row) => insertAt0006(database, row), "legacy-owner", { hidden, copy, gone });
       }));
-    });
+    }, 60_000);
     afterAll(() => close());
 
     const ownerToken = async () =>
@@ -290,7 +290,7 @@ for (const backend of BACKENDS) {
         });
         await insertShapes((row) => insertAt0007(database, row), "someone", { hidden, copy, gone });
       }));
-    });
+    }, 60_000);
     afterAll(() => close());
 
     test("every live agent has its search row, the document derived from its columns; none for the tombstone", async () => {
@@ -310,6 +310,13 @@ for (const backend of BACKENDS) {
         { id: hidden.id, same: true },
         { id: copy.id, same: true },
       ]);
+      // 0013: the lexemes of the documents written before it are listed (a prefix is looked up there).
+      const [lexemes] = await t.db.database.rows<{ listed: number; unlisted: number }>(sql`
+        select (select count(*) from search_lexemes)::int as listed,
+          (select count(*) from agent_search d, unnest(tsvector_to_array(d.search_doc)) l
+            where not exists (select 1 from search_lexemes x where x.lexeme = l))::int as unlisted`);
+      expect(lexemes!.unlisted).toBe(0);
+      expect(lexemes!.listed).toBeGreaterThan(10);
     });
 
     test("search finds them as before: visibility, totals and new writes", async () => {

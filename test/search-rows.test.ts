@@ -14,7 +14,15 @@ import { createTestApp, json, type TestApp } from "./support/app";
 import { BACKENDS } from "./support/db";
 import { cardOf, skill } from "./support/search-contract";
 
-type Drift = { missing: number; stale: number; differing: number; unnumbered: number; live: number };
+type Drift = {
+  missing: number;
+  stale: number;
+  differing: number;
+  unnumbered: number;
+  /** Lexemes of live search documents missing from search_lexemes (a prefix would not find them). */
+  unlisted: number;
+  live: number;
+};
 
 for (const backend of BACKENDS)
   describe(`search rows follow every write [${backend}]`, () => {
@@ -43,13 +51,15 @@ for (const backend of BACKENDS)
           count(*) filter (where a.id is not null and exists (
             select 1 from unnest(a.facet_keys || ('provider:' || a.provider)) k
             where k is not null and not exists (select 1 from facet_values v where v.key = k)))::int as unnumbered,
+          (select count(*) from (select distinct unnest(tsvector_to_array(d.search_doc)) l from agent_search d) u
+            where not exists (select 1 from search_lexemes x where x.lexeme = u.l))::int as unlisted,
           count(a.id)::int as live
         from (select * from agents where deleted_at is null) a full join agent_search s on s.id = a.id`);
       return row!;
     }
 
     async function expectInStep(live: number) {
-      expect(await drift()).toEqual({ missing: 0, stale: 0, differing: 0, unnumbered: 0, live });
+      expect(await drift()).toEqual({ missing: 0, stale: 0, differing: 0, unnumbered: 0, unlisted: 0, live });
     }
 
     const names = async (query: string, token?: string) =>
@@ -250,6 +260,44 @@ for (const backend of BACKENDS)
         consistent: true,
       });
       expect(page.hits.map((hit) => hit.row?.name)).toEqual(["Lamp Lighter"]);
+    });
+
+    test("a prefix as whole words matches exactly what the prefix matches", async () => {
+      await publish(
+        "prefixes",
+        "Café Crème 2049",
+        "Running runners ran the thé and data dashboards.",
+        "public",
+      );
+      await expectInStep(2);
+      // Every prefix of every listed lexeme, and words the dictionaries treat apart: stop words, one
+      // letter, digits, accents, a prefix of nothing, a stem shorter than the word.
+      const lexemes = (
+        await t.db.database.rows<{ lexeme: string }>(sql`select lexeme from search_lexemes`)
+      ).map((row) => row.lexeme);
+      const tokens = new Set(["the", "a", "r", "2", "20", "caf", "café", "crè", "runn", "running", "zzqx"]);
+      for (const lexeme of lexemes)
+        for (let end = 1; end <= lexeme.length; end++)
+          if (/^[\p{L}\p{N}]+$/u.test(lexeme.slice(0, end))) tokens.add(lexeme.slice(0, end));
+      const rows = await t.db.database.rows<{
+        token: string;
+        prefix: number;
+        words: number;
+        listed: boolean;
+      }>(sql`
+        select t as token,
+          (select count(*) from agent_search d
+            where d.search_doc @@ (to_tsquery('simple', t || ':*') || to_tsquery('english', t || ':*')))::int as prefix,
+          (select count(*) from agent_search d where d.search_doc @@ agent_search_prefix(t))::int as words,
+          agent_search_prefix(t)::text not like '%:*%' as listed
+        from unnest(${`{${[...tokens].map((token) => `"${token}"`).join(",")}}`}::text[]) t`);
+      expect(rows.length).toBe(tokens.size);
+      for (const row of rows)
+        expect({ token: row.token, matches: row.words }).toEqual({ token: row.token, matches: row.prefix });
+      // Most prefixes became words (else this compared the prefix form with itself).
+      expect(rows.filter((row) => row.listed).length).toBeGreaterThan(rows.length / 2);
+      expect(rows.find((row) => row.token === "runn")?.listed).toBe(true);
+      expect(rows.find((row) => row.token === "runn")?.words).toBe(1);
     });
 
     test("a similar-name search leaves the session's trigram threshold as it was", async () => {

@@ -409,6 +409,88 @@ for (const backend of BACKENDS)
     });
   });
 
+// The last word matches as a prefix; a scan the text index drives asks for the words it starts
+// (search_lexemes, kept by the writing statement): a word published or added a moment ago must be one.
+for (const backend of BACKENDS)
+  for (const scan of SCANS)
+    describe(`the last word's prefix finds words written a moment ago [${backend}${scan ? `, ${scan}` : ""}]`, () => {
+      let t: TestApp;
+      let writer: Awaited<ReturnType<TestApp["client"]>>;
+      const ids = new Map<string, string>();
+      const salt = Date.now().toString(36);
+      const specs: Spec[] = [
+        {
+          key: "relay",
+          name: "Quartz Relay",
+          description: "Relays zephyrine signals.",
+          skills: [skill("relay", ["radio"])],
+        },
+        {
+          key: "mirror",
+          name: "Quartz Mirror",
+          description: "Mirrors zephyrs.",
+          skills: [skill("mirror", ["radio"])],
+        },
+        {
+          key: "lamp",
+          name: "Quartz Lamp",
+          description: "Lights rooms.",
+          skills: [skill("lamp", ["radio"])],
+        },
+        {
+          key: "wind",
+          name: "Wind Vane",
+          description: "Reads zephyr gusts.",
+          skills: [skill("vane", ["radio"])],
+        },
+      ];
+
+      beforeAll(async () => {
+        t = await createTestApp(backend);
+        writer = await t.client(["agents:write"], "prefix-writer");
+        for (const spec of specs) {
+          const res = await t.request("/v1/agents", {
+            method: "POST",
+            token: writer.token,
+            json: { card: cardOf(spec, salt), visibility: "public" },
+          });
+          expect(res.status).toBe(201);
+          ids.set(spec.key, (await json<{ id: string }>(res)).id);
+        }
+      }, 60_000);
+      afterAll(() => t.close());
+
+      const found = async (text: string, filters: BackendQuery["filters"] = {}) => {
+        const search = searchOf(createPostgresSearch(t.db.database, { ...SMALL, scan }));
+        const hits = await walk((query) => search({ ...query, filters }), text, 2);
+        return hits.map((hit) => hit.id).sort();
+      };
+      const idsOf = (...keys: string[]) => keys.map((key) => ids.get(key)!).sort();
+
+      test("a published word, whole or as a prefix, alone or after another word, with a filter", async () => {
+        expect(await found("quartz zephyr")).toEqual(idsOf("relay", "mirror"));
+        expect(await found("quartz zeph")).toEqual(idsOf("relay", "mirror"));
+        expect(await found("quartz zephyri")).toEqual(idsOf("relay"));
+        expect(await found("zephy")).toEqual(idsOf("relay", "mirror", "wind"));
+        expect(await found("quartz zeph", { tag: "radio" })).toEqual(idsOf("relay", "mirror"));
+        expect(await found("quartz zephyrx")).toEqual([]);
+      });
+
+      test("a word a card update adds is found by its prefix at once", async () => {
+        const lamp = specs.find((spec) => spec.key === "lamp")!;
+        const res = await t.request(`/v1/agents/${ids.get("lamp")}`, {
+          method: "PUT",
+          token: writer.token,
+          json: {
+            card: { ...cardOf({ ...lamp, description: "Lights zephyrite rooms." }, salt), version: "2.0.0" },
+          },
+        });
+        expect(res.status).toBe(200);
+        expect(await found("quartz zephyrit")).toEqual(idsOf("lamp"));
+        expect(await found("quartz zeph")).toEqual(idsOf("relay", "mirror", "lamp"));
+      });
+    });
+
 describe("search cursor", () => {
   test("carries a ranking window when there is one", () => {
     expect(decodeSearchCursor(encodeSearchCursor({ score: 0.5, seq: 12, window: 7 }))).toEqual({

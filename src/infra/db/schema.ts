@@ -173,6 +173,17 @@ export const facetValues = pgTable("facet_values", {
   key: text("key").notNull().unique(),
 });
 
+/**
+ * Every lexeme any search document has held (agent_search.search_doc), kept by a trigger on agent_search
+ * in the writing statement. A query's last word matches as a prefix; the text index serves a prefix
+ * only by reading every posting of every word it starts, where the words themselves, looked up here,
+ * are read like any other word. Lexemes no document holds any more stay: a superset is still exact.
+ * Bytewise order (text_pattern_ops), so a prefix is one range of the index whatever the collation.
+ */
+export const searchLexemes = pgTable("search_lexemes", { lexeme: text("lexeme").notNull() }, (t) => [
+  uniqueIndex("search_lexemes_lexeme_key").using("btree", t.lexeme.op("text_pattern_ops")),
+]);
+
 export const agentVersions = pgTable(
   "agent_versions",
   {

@@ -266,6 +266,14 @@ export function createPostgresSearch(
     );
     const tsquery = sql`(${sql.join(perToken, sql` && `)})`;
     const fullText = sql`${S.searchDoc} @@ ${tsquery}`;
+    // The same matches for a scan the text index drives: the last word's prefix as the whole words it
+    // starts (agent_search_prefix, migration 0013), which the index skips through instead of reading
+    // every posting of them. Computed once per statement (a subquery, not per row), and only where the
+    // index finds the rows: tested row by row, one prefix is cheaper than a list of words.
+    const indexedParts = tokens.map((token, i) =>
+      i === tokens.length - 1 ? sql`agent_search_prefix(${token})` : perToken[i]!,
+    );
+    const fullTextIndexed = sql`${S.searchDoc} @@ (select ${sql.join(indexedParts, sql` && `)})`;
     // The same test in a form no index serves, for when another index should find the rows.
     const fullTextUnindexed = sql`coalesce(${S.searchDoc} @@ ${tsquery}, false)`;
     // The operator lets the trigram index find candidates at pg_trgm's threshold. A higher similarity
@@ -317,6 +325,7 @@ export function createPostgresSearch(
       /** One word's part of fullText, alone (its estimate is kept per word: see estimatedMatches). */
       termMatch: (i: number) => sql`${S.searchDoc} @@ ${perToken[i]!}`,
       fullText,
+      fullTextIndexed,
       fullTextUnindexed,
       fuzzyName,
       nameLike,
@@ -831,7 +840,7 @@ export function createPostgresSearch(
     const viaFilters = base !== undefined && alternative === "filters";
     const collected = await textStatement(
       sql`select ${S.id} as id, ${S.seq} as seq, ${S.facetIds} as ids
-        from ${S} where ${viaFilters ? and(base, text.fullTextUnindexed) : fullText}
+        from ${S} where ${and(base, viaFilters ? text.fullTextUnindexed : text.fullTextIndexed)}
         order by ${S.seq} + 0 desc limit ${scanned}`,
       false,
       base,
