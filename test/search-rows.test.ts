@@ -300,6 +300,21 @@ for (const backend of BACKENDS)
       expect(rows.find((row) => row.token === "runn")?.words).toBe(1);
     });
 
+    test("every GIN index of the search rows merges its pending entries every 128 kB", async () => {
+      // Each search reads every entry not merged yet: the default 4 MB slowed searches while agents changed.
+      const indexes = await t.db.database.rows<{ name: string; options: string[] | null }>(sql`
+        select c.relname as name, c.reloptions as options
+        from pg_index i join pg_class c on c.oid = i.indexrelid join pg_am a on a.oid = c.relam
+        where i.indrelid = 'agent_search'::regclass and a.amname = 'gin' order by 1`);
+      expect(indexes.map((index) => index.name)).toEqual([
+        "agent_search_doc_gin",
+        "agent_search_facet_ids_gin",
+        "agent_search_name_trgm",
+        "agent_search_name_words",
+      ]);
+      for (const index of indexes) expect(index.options).toEqual(["gin_pending_list_limit=128"]);
+    });
+
     test("a similar-name search leaves the session's trigram threshold as it was", async () => {
       await t.db.database.db.transaction(async (tx) => {
         const found = await t.db.database.rows<{ n: number }>(
