@@ -37,16 +37,19 @@ SELECT DISTINCT unnest(tsvector_to_array("search_doc")) FROM "agent_search" ORDE
 ON CONFLICT DO NOTHING;--> statement-breakpoint
 -- A query word as a prefix (what the registry asks of the last word, the one being typed): the lexemes
 -- it starts, as one query of whole words, matching exactly what
--- `to_tsquery('simple', token || ':*') || to_tsquery('english', token || ':*')` matches. The text index
+-- `to_tsquery('simple', token || ':*') || to_tsquery('english', token || ':*')` matches, or with
+-- `stemmed` false what `to_tsquery('simple', token || ':*')` matches (the names' words). The text index
 -- reads a prefix by merging the postings of every word it starts, all of them, before it can skip
 -- anything: "polar pipeline" read the 15,900 postings of pipeline* to find 208 agents (13 ms). Whole
 -- words are skipped through like any other (1.9 ms). A prefix that starts more than 64 words ("a"), or
 -- none, or a word the dictionaries split in parts, keeps the prefix form: reading its postings costs no
 -- more than listing that many words would.
-CREATE FUNCTION "agent_search_prefix"(token text) RETURNS tsquery LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+CREATE FUNCTION "agent_search_prefix"(token text, stemmed boolean) RETURNS tsquery
+  LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 DECLARE
   simple_query tsquery := to_tsquery('simple', token || ':*');
-  english_query tsquery := to_tsquery('english', token || ':*');
+  english_query tsquery := CASE WHEN stemmed THEN to_tsquery('english', token || ':*') END;
+  prefix_form tsquery := CASE WHEN stemmed THEN simple_query || english_query ELSE simple_query END;
   prefixes text[] := '{}';
   part tsquery;
   prefix text;
@@ -54,10 +57,10 @@ DECLARE
   expanded text;
 BEGIN
   FOREACH part IN ARRAY ARRAY[simple_query, english_query] LOOP
-    CONTINUE WHEN numnode(part) = 0;
+    CONTINUE WHEN part IS NULL OR numnode(part) = 0;
     prefix := substring(part::text FROM '^''([^''\\]+)'':\*$');
     IF numnode(part) > 1 OR prefix IS NULL THEN
-      RETURN simple_query || english_query;
+      RETURN prefix_form;
     END IF;
     prefixes := prefixes || prefix;
   END LOOP;
@@ -69,7 +72,7 @@ BEGIN
     LIMIT 65
   ) w;
   IF words = 0 OR words > 64 THEN
-    RETURN simple_query || english_query;
+    RETURN prefix_form;
   END IF;
   RETURN expanded::tsquery;
 END $$;

@@ -279,25 +279,34 @@ for (const backend of BACKENDS)
       for (const lexeme of lexemes)
         for (let end = 1; end <= lexeme.length; end++)
           if (/^[\p{L}\p{N}]+$/u.test(lexeme.slice(0, end))) tokens.add(lexeme.slice(0, end));
-      const rows = await t.db.database.rows<{
-        token: string;
-        prefix: number;
-        words: number;
-        listed: boolean;
-      }>(sql`
+      // Stemmed, on the documents (what full text matches); not, on the names' words (the name part).
+      type Counted = { token: string; prefix: number; words: number; listed: boolean };
+      const tokenArray = `{${[...tokens].map((token) => `"${token}"`).join(",")}}`;
+      const documents = await t.db.database.rows<Counted>(sql`
         select t as token,
           (select count(*) from agent_search d
             where d.search_doc @@ (to_tsquery('simple', t || ':*') || to_tsquery('english', t || ':*')))::int as prefix,
-          (select count(*) from agent_search d where d.search_doc @@ agent_search_prefix(t))::int as words,
-          agent_search_prefix(t)::text not like '%:*%' as listed
-        from unnest(${`{${[...tokens].map((token) => `"${token}"`).join(",")}}`}::text[]) t`);
-      expect(rows.length).toBe(tokens.size);
-      for (const row of rows)
-        expect({ token: row.token, matches: row.words }).toEqual({ token: row.token, matches: row.prefix });
-      // Most prefixes became words (else this compared the prefix form with itself).
-      expect(rows.filter((row) => row.listed).length).toBeGreaterThan(rows.length / 2);
-      expect(rows.find((row) => row.token === "runn")?.listed).toBe(true);
-      expect(rows.find((row) => row.token === "runn")?.words).toBe(1);
+          (select count(*) from agent_search d where d.search_doc @@ agent_search_prefix(t, true))::int as words,
+          agent_search_prefix(t, true)::text not like '%:*%' as listed
+        from unnest(${tokenArray}::text[]) t`);
+      const names = await t.db.database.rows<Counted>(sql`
+        select t as token,
+          (select count(*) from agent_search d
+            where to_tsvector('simple', d.name) @@ to_tsquery('simple', t || ':*'))::int as prefix,
+          (select count(*) from agent_search d
+            where to_tsvector('simple', d.name) @@ agent_search_prefix(t, false))::int as words,
+          agent_search_prefix(t, false)::text not like '%:*%' as listed
+        from unnest(${tokenArray}::text[]) t`);
+      for (const rows of [documents, names]) {
+        expect(rows.length).toBe(tokens.size);
+        for (const row of rows)
+          expect({ token: row.token, matches: row.words }).toEqual({ token: row.token, matches: row.prefix });
+        // Most prefixes became words (else this compared the prefix form with itself).
+        expect(rows.filter((row) => row.listed).length).toBeGreaterThan(rows.length / 2);
+      }
+      // "runn" starts "running" and "runners" (simple) and "runner" (english): words, one agent.
+      expect(documents.find((row) => row.token === "runn")).toMatchObject({ listed: true, words: 1 });
+      expect(names.find((row) => row.token === "caf")).toMatchObject({ listed: true, words: 1 });
     });
 
     test("every GIN index of the search rows merges its pending entries every 128 kB", async () => {
