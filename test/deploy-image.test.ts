@@ -80,6 +80,17 @@ describe("ops/Dockerfile", () => {
     expect(pkg.scripts["db:migrate"]).toBe("bun src/cli.ts migrate");
   });
 
+  test("the image, `bun start` and `bun run dev` keep memory Bun's allocator freed (a third less CPU per search)", () => {
+    const env = all(runtime, "ENV").join(" ").split(/\s+/);
+    expect(env).toContain("MIMALLOC_PURGE_DELAY=-1");
+    // A value set by the operator wins over the scripts' default.
+    for (const script of ["start", "dev"] as const)
+      expect(pkg.scripts[script]).toContain(
+        // Bun's shell expands the default, not JavaScript.
+        "MIMALLOC_PURGE_DELAY=$" + "{MIMALLOC_PURGE_DELAY:--1} bun src/index.ts",
+      );
+  });
+
   test("takes only the sources, lockfile and migrations from the context; .dockerignore admits nothing else", () => {
     expect(new Set(contextSources)).toEqual(
       new Set(["package.json", "bun.lock", "patches", "tsconfig.json", "src", "drizzle"]),

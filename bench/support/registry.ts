@@ -43,6 +43,8 @@ export function benchRegistryEnv(options: {
     // also rewrite health and seq of seeded agents while the bench runs).
     ENABLE_FEDERATION: "false",
     PROBE_ENABLED: "false",
+    // As `bun start`, `bun run dev` and the image run it (see ops/Dockerfile).
+    MIMALLOC_PURGE_DELAY: "-1",
     ...Object.fromEntries(RATE_LIMIT_VARIABLES.map((k) => [k, RAISED_RATE_LIMIT])),
     ...options.backendEnv,
   };
