@@ -275,19 +275,22 @@ for (const backend of BACKENDS)
       const lexemes = (
         await t.db.database.rows<{ lexeme: string }>(sql`select lexeme from search_lexemes`)
       ).map((row) => row.lexeme);
-      const tokens = new Set(["the", "a", "r", "2", "20", "caf", "café", "crè", "runn", "running", "zzqx"]);
+      const tokens = new Set([
+        ...["the", "a", "r", "2", "20", "caf", "café", "crè", "runn", "running", "zzqx", "blorping"],
+      ]);
       for (const lexeme of lexemes)
         for (let end = 1; end <= lexeme.length; end++)
           if (/^[\p{L}\p{N}]+$/u.test(lexeme.slice(0, end))) tokens.add(lexeme.slice(0, end));
       // Stemmed, on the documents (what full text matches); not, on the names' words (the name part).
-      type Counted = { token: string; prefix: number; words: number; listed: boolean };
+      type Counted = { token: string; prefix: number; words: number; listed: boolean; form: string };
       const tokenArray = `{${[...tokens].map((token) => `"${token}"`).join(",")}}`;
       const documents = await t.db.database.rows<Counted>(sql`
         select t as token,
           (select count(*) from agent_search d
             where d.search_doc @@ (to_tsquery('simple', t || ':*') || to_tsquery('english', t || ':*')))::int as prefix,
           (select count(*) from agent_search d where d.search_doc @@ agent_search_prefix(t, true))::int as words,
-          agent_search_prefix(t, true)::text not like '%:*%' as listed
+          agent_search_prefix(t, true)::text not like '%:*%' as listed,
+          agent_search_prefix(t, true)::text as form
         from unnest(${tokenArray}::text[]) t`);
       const names = await t.db.database.rows<Counted>(sql`
         select t as token,
@@ -295,7 +298,8 @@ for (const backend of BACKENDS)
             where to_tsvector('simple', d.name) @@ to_tsquery('simple', t || ':*'))::int as prefix,
           (select count(*) from agent_search d
             where to_tsvector('simple', d.name) @@ agent_search_prefix(t, false))::int as words,
-          agent_search_prefix(t, false)::text not like '%:*%' as listed
+          agent_search_prefix(t, false)::text not like '%:*%' as listed,
+          agent_search_prefix(t, false)::text as form
         from unnest(${tokenArray}::text[]) t`);
       for (const rows of [documents, names]) {
         expect(rows.length).toBe(tokens.size);
@@ -307,6 +311,11 @@ for (const backend of BACKENDS)
       // "runn" starts "running" and "runners" (simple) and "runner" (english): words, one agent.
       expect(documents.find((row) => row.token === "runn")).toMatchObject({ listed: true, words: 1 });
       expect(names.find((row) => row.token === "caf")).toMatchObject({ listed: true, words: 1 });
+      // Starting no word, a prefix stays one: given once, not once per dictionary that kept it, and not
+      // beside the stem that covers it.
+      expect(documents.find((row) => row.token === "zzqx")?.form).toBe("'zzqx':*");
+      expect(documents.find((row) => row.token === "blorping")?.form).toBe("'blorp':*");
+      expect(names.find((row) => row.token === "blorping")?.form).toBe("'blorping':*");
     });
 
     test("every GIN index of the search rows merges its pending entries every 128 kB", async () => {
