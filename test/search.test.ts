@@ -325,6 +325,25 @@ const NAMELESS_CORPUS: Spec[] = [
     description: "Sorts rows.",
     skills: [skill(`sort-${i}`, ["tables"])],
   })),
+  ...Array.from({ length: 3 }, (_, i) => ({
+    key: `chart-${i}`,
+    name: `Chart Keeper ${i}`,
+    description: "Builds data dashboard views.",
+    skills: [skill(`chart-${i}`, ["charts"])],
+  })),
+  // "data" opens like "dashboard" ("  d", " da") and shares nothing else with this name.
+  {
+    key: "flux",
+    name: "Flux Dashboard Keeper",
+    description: "Shows charts.",
+    skills: [skill("flux", ["charts"])],
+  },
+  {
+    key: "delta",
+    name: "Delta Dashboard Helper",
+    description: "Shows charts.",
+    skills: [skill("delta", ["charts"])],
+  },
 ];
 
 for (const backend of BACKENDS)
@@ -348,6 +367,16 @@ for (const backend of BACKENDS)
       const seen = await walk(search, "kyc spreadsheet", 2);
       expect(seen.map((hit) => hit.id).sort()).toEqual(
         ["helper", "auditor-0", "auditor-1", "auditor-2"].map((key) => ids.get(key)!).sort(),
+      );
+    });
+
+    test("a name sharing only a word's opening letters with it is not like it", async () => {
+      // Full text finds the chart keepers, none by name: names like the query join them. Flux Dashboard
+      // Keeper reaches 0.77 word similarity on "dashboard" alone; Delta Dashboard Helper has a word
+      // like "data" ("ta ").
+      const hits = await walk(search, "data dashboard", 2);
+      expect(hits.map((hit) => hit.id).sort()).toEqual(
+        ["chart-0", "chart-1", "chart-2", "delta"].map((key) => ids.get(key)!).sort(),
       );
     });
 

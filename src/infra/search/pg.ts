@@ -282,10 +282,11 @@ export function createPostgresSearch(
     // "... Pipeline ..." names to check, where 0.75 finds a few). The explicit test makes a page's
     // similar names the same whatever threshold the index used for them.
     // A higher similarity is asked when the query's words are all real words (full text found them):
-    // then agent_search_similar_names also asks a name to share a trigram with each of them (migration
-    // 0012). Word similarity compares trigram sets, so a name lacking a short word reaches 0.75 on a
-    // long one alone ("kyc spreadsheet": every "... Spreadsheet ..." name), while a misspelt word keeps
-    // some of its trigrams.
+    // then agent_search_similar_names also asks a name to share with each of them a trigram other than
+    // the two that open it (migrations 0012, 0015). Word similarity compares trigram sets, so a name
+    // lacking a short word reaches 0.75 on a long one alone ("kyc spreadsheet": every "... Spreadsheet
+    // ..." name; "data dashboard": every "... Dashboard ...", whose words open like "data"), while a
+    // misspelt word keeps some of its inner trigrams.
     // The phrase of `<%` goes in as a subquery's value: given a constant, the planner estimates the
     // operator by testing the phrase against a sample of names (0.8 of 1 ms planning a typo's similar
     // names, against 0.2), and the trigram index is the way to the rows whatever the estimate.
