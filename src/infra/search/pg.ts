@@ -255,24 +255,28 @@ export function createPostgresSearch(
 
   function textParts(tokens: string[], filtered: boolean) {
     const phrase = tokens.join(" ");
+    const last = tokens.length - 1;
     // Each word must occur in some weighted part; `simple` finds names, skills and tags as written,
     // `english` finds stemmed description words. Stop words vanish from the english query. The last word
     // matches as a prefix (the one being typed); earlier ones whole: a prefix makes the text index merge
     // the postings of every word it starts (all of data*, for "data"), several times the cost of a word.
-    const termOf = (token: string, i: number) => (i === tokens.length - 1 ? `${token}:*` : token);
+    const termOf = (token: string, i: number) => (i === last ? `${token}:*` : token);
     const terms = tokens.map(termOf);
     const perToken = terms.map(
       (term) => sql`(to_tsquery('simple', ${term}) || to_tsquery('english', ${term}))`,
     );
     const tsquery = sql`(${sql.join(perToken, sql` && `)})`;
     const fullText = sql`${S.searchDoc} @@ ${tsquery}`;
+    /** A query's parts, one per word, with the last word's prefix as the whole words it starts. */
+    const lastAsWords = (parts: SQL[], stemmed: boolean) =>
+      parts.map((part, i) =>
+        i === last ? sql`agent_search_prefix(${tokens[i]!}, ${sql.raw(String(stemmed))})` : part,
+      );
     // The same matches for a scan the text index drives: the last word's prefix as the whole words it
     // starts (agent_search_prefix, migration 0013), which the index skips through instead of reading
     // every posting of them. Computed once per statement (a subquery, not per row), and only where the
     // index finds the rows: tested row by row, one prefix is cheaper than a list of words.
-    const indexedParts = tokens.map((token, i) =>
-      i === tokens.length - 1 ? sql`agent_search_prefix(${token}, true)` : perToken[i]!,
-    );
+    const indexedParts = lastAsWords(perToken, true);
     const fullTextIndexed = sql`${S.searchDoc} @@ (select ${sql.join(indexedParts, sql` && `)})`;
     // The same test in a form no index serves, for when another index should find the rows.
     const fullTextUnindexed = sql`coalesce(${S.searchDoc} @@ ${tsquery}, false)`;
@@ -300,24 +304,15 @@ export function createPostgresSearch(
     // `search_doc @@ 'word:A'` is served by the text index only with a recheck of every row that has the
     // word anywhere, and substrings through the trigram index hand over names with the word inside
     // another (Stone for "one") to be parsed one by one.
-    const nameQuery = sql.join(
-      tokens.map((token, i) => sql`to_tsquery('simple', ${termOf(token, i)})`),
-      sql` && `,
-    );
+    const nameParts = tokens.map((token, i) => sql`to_tsquery('simple', ${termOf(token, i)})`);
+    const nameQuery = sql.join(nameParts, sql` && `);
     // Without filters the name index is the only way to the names, whatever the planner estimates: the
     // last word's prefix goes in as the whole words it starts, as for fullTextIndexed (a common name
     // word's prefix, "companion:*", made the index merge its postings: 3 ms, where the words take 1.3),
     // computed once in a subquery, which also spares planning its estimate (0.3-0.4 ms). With filters
     // the estimate decides whether their index joins the name index's (a tag's 5,000 postings for 900
     // names), so the planner is given the query itself.
-    const wordsOfNames = sql.join(
-      tokens.map((token, i) =>
-        i === tokens.length - 1
-          ? sql`agent_search_prefix(${token}, false)`
-          : sql`to_tsquery('simple', ${termOf(token, i)})`,
-      ),
-      sql` && `,
-    );
+    const wordsOfNames = sql.join(lastAsWords(nameParts, false), sql` && `);
     const nameMatch = filtered
       ? sql`to_tsvector('simple', ${S.name}) @@ (${nameQuery})`
       : sql`to_tsvector('simple', ${S.name}) @@ (select ${wordsOfNames})`;
@@ -349,8 +344,7 @@ export function createPostgresSearch(
        * twice the matches ("spreadsheet:*": 37,429 where 20,763 match; as words, 20,898), and walks it
        * chose on that found too few and collected after.
        */
-      termMatch: (i: number) =>
-        sql`${S.searchDoc} @@ ${i === tokens.length - 1 ? sql`agent_search_prefix(${tokens[i]!}, true)` : perToken[i]!}`,
+      termMatch: (i: number) => sql`${S.searchDoc} @@ ${indexedParts[i]!}`,
       fullText,
       fullTextIndexed,
       fullTextUnindexed,
