@@ -100,7 +100,7 @@ export function createApp(deps: Dependencies) {
   const auth = createAuthService({ config, database, audit, metrics, logger, bus });
   const limiter = createRateLimiter({
     limits: config.rateLimits,
-    redis: deps.redis?.command,
+    redis: deps.redis?.limiter,
     logger,
     metrics,
   });

@@ -4,6 +4,7 @@ import Redis from "ioredis";
 import type { EndpointClass, RateLimit } from "../src/config";
 import { createLogger } from "../src/infra/logger";
 import { createMetrics, type Metrics } from "../src/infra/metrics";
+import { createRedisClients } from "../src/infra/redis";
 import { createRateLimiter, type LimitDecision, type RateLimiter } from "../src/infra/ratelimit";
 
 const logger = createLogger("silent");
@@ -226,6 +227,39 @@ describe("Redis buckets", () => {
     expect((await b!.limiter.take("client-x", "write")).allowed).toBe(true);
   });
 
+  test("a process too busy to read the reply in time does not blame Redis for its own stall", async () => {
+    // The connection the app gives the limiter, so ioredis's own timeouts are part of what is tested.
+    const clients = createRedisClients(url, logger);
+    await clients.ready(5000);
+    const metrics = createMetrics({ collectProcessMetrics: false });
+    const limiter = createRateLimiter({
+      limits: limits({ read: "5/1m" }),
+      redis: clients.limiter,
+      logger,
+      metrics,
+      keyPrefix: prefix(),
+    });
+    try {
+      // ioredis's command timeout is a bare timer too, and would drop a reply that arrives after a stall.
+      expect(clients.limiter.options.commandTimeout).toBeUndefined();
+      // Resumed by a reply, like a handler after a query: what it sends waits until the callback returns.
+      await clients.limiter.ping();
+      const calls: (LimitDecision | Promise<LimitDecision>)[] = [];
+      for (let i = 0; i < 8; i++) calls.push(limiter.take("busy", "read"));
+      // Then a long synchronous stretch (a cold embedded query, a GC pause, the host descheduling us),
+      // past the limiter's deadline and ioredis's command timeout on the app's other connection.
+      const until = performance.now() + 700;
+      while (performance.now() < until) {}
+      const decisions = await settle(calls);
+      expect(limiter.mode()).toBe("redis");
+      expect(await counterValue(metrics, "a2a_registry_rate_limiter_fallbacks_total")).toBe(0);
+      expect(allowedCount(decisions)).toBe(5);
+    } finally {
+      await limiter.close();
+      await clients.close();
+    }
+  });
+
   test("headers data from the shared bucket, and the key expires with the period", async () => {
     const {
       keyPrefix,
@@ -434,6 +468,24 @@ describe("Redis outage", () => {
       const deadline = Date.now() + 5000;
       while (hung.mode() !== "redis" && Date.now() < deadline) await Bun.sleep(50);
       expect(hung.mode()).toBe("redis");
+
+      // Stalls of our own restart the wait for Redis, but only a bounded number of times.
+      await admin.call("CLIENT", "PAUSE", "4000", "ALL");
+      let decided: LimitDecision | undefined;
+      void (hung.take("z", "read") as Promise<LimitDecision>).then((d) => {
+        decided = d;
+      });
+      let stalls = 0;
+      while (!decided && stalls < 6) {
+        const until = performance.now() + 400;
+        while (performance.now() < until) {}
+        stalls++;
+        await Bun.sleep(5);
+      }
+      expect(decided?.allowed).toBe(true);
+      expect(stalls).toBeGreaterThanOrEqual(3);
+      expect(stalls).toBeLessThanOrEqual(4);
+      expect(hung.mode()).toBe("local");
     } finally {
       await hung.close();
       redis.disconnect();

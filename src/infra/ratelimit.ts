@@ -23,6 +23,40 @@ export type RateLimiter = {
 
 /** A hung Redis must not stall requests: past this the decision is made locally. */
 const REDIS_TIMEOUT_MS = 250;
+/** A deadline timer this much late means the process itself was stalled, not waiting on Redis. */
+const STALL_MS = 50;
+/** Stalls forgiven per decision, so a process that keeps stalling still gives up on a hung Redis. */
+const MAX_STALL_RESTARTS = 2;
+
+/**
+ * Calls `onTimeout` once Redis has had REDIS_TIMEOUT_MS of this process's attention to answer, and
+ * returns the cancel function. A bare timer would blame Redis for our own stalls (a cold embedded
+ * query, a GC pause, the host descheduling us): the event loop runs due timers before it reads
+ * sockets, and writes made while the loop is blocked are not even sent until it is free again. The
+ * instance would then leave the shared bucket and admit from its own. So a timer that fires late
+ * restarts the window from now, and the verdict waits one setImmediate for pending replies to be read.
+ */
+function redisDeadline(onTimeout: () => void): () => void {
+  let due = performance.now() + REDIS_TIMEOUT_MS;
+  let restarts = 0;
+  const check = () => {
+    const t = performance.now();
+    if (t - due > STALL_MS && restarts < MAX_STALL_RESTARTS) {
+      restarts++;
+      due = t + REDIS_TIMEOUT_MS;
+      timer = setTimeout(check, REDIS_TIMEOUT_MS);
+      return;
+    }
+    immediate = setImmediate(onTimeout);
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(check, REDIS_TIMEOUT_MS);
+  let immediate: ReturnType<typeof setImmediate> | undefined;
+  return () => {
+    clearTimeout(timer);
+    if (immediate) clearImmediate(immediate);
+  };
+}
+
 /** How often an outage checks whether Redis answers again. */
 const PROBE_INTERVAL_MS = 500;
 /** Smallest lease batch (limit / 20, capped at 100) for which the next lease is fetched ahead. */
@@ -344,7 +378,7 @@ export function createRateLimiter(options: {
     const finish = (ok: boolean) => {
       if (done) return;
       done = true;
-      clearTimeout(timer);
+      cancelDeadline();
       probing = false;
       if (!ok || healthy || closed) return;
       healthy = true;
@@ -354,7 +388,7 @@ export function createRateLimiter(options: {
       local.clear();
       logger.info("rate limiter: Redis answers again, deciding with shared buckets");
     };
-    const timer = setTimeout(() => finish(false), REDIS_TIMEOUT_MS);
+    const cancelDeadline = redisDeadline(() => finish(false));
     try {
       // The real script, not PING: a Redis that answers but cannot run the script is still an outage.
       command(`${keyPrefix}probe`, 1, 1000, 0, 0).then(
@@ -424,13 +458,12 @@ export function createRateLimiter(options: {
       const fail = (err: unknown) => {
         if (settled) return;
         settled = true;
-        clearTimeout(timer);
+        cancelDeadline();
         markDown(err);
         resolve(decideLocally(p, key, true));
       };
-      const timer = setTimeout(
-        () => fail(new Error(`Redis did not answer within ${REDIS_TIMEOUT_MS} ms`)),
-        REDIS_TIMEOUT_MS,
+      const cancelDeadline = redisDeadline(() =>
+        fail(new Error(`Redis did not answer within ${REDIS_TIMEOUT_MS} ms`)),
       );
       try {
         run(keyPrefix + p.cls + ":" + key, p.limit, p.periodMs, want, p.threshold).then(
@@ -447,7 +480,7 @@ export function createRateLimiter(options: {
             try {
               const decision = fromReply(p, key, reply, sentAt);
               settled = true;
-              clearTimeout(timer);
+              cancelDeadline();
               resolve(decision);
             } catch (err) {
               fail(err);

@@ -2,8 +2,8 @@ import Redis, { type RedisOptions } from "ioredis";
 import type { Logger } from "./logger";
 
 /**
- * Redis connections for one process: `command` for cache reads/writes and the limiter, `subscriber`
- * for the invalidation channel (a subscribed connection cannot run other commands).
+ * Redis connections for one process: `command` for cache reads/writes, `limiter` for the rate limiter,
+ * `subscriber` for the invalidation channel (a subscribed connection cannot run other commands).
  *
  * Both fail fast instead of queueing while disconnected: a request must fall back to Postgres at once
  * rather than wait for Redis to come back. ioredis reconnects on its own in the background.
@@ -11,6 +11,12 @@ import type { Logger } from "./logger";
 export type RedisClients = {
   command: Redis;
   subscriber: Redis;
+  /**
+   * The rate limiter's own connection, without ioredis's commandTimeout: that timeout is a bare timer,
+   * which after a stall of this process drops a reply already in the socket, and the limiter would leave
+   * the shared bucket for its own. The limiter keeps a tighter deadline that forgives our stalls.
+   */
+  limiter: Redis;
   /** Resolves when both connections are up, or false after `timeoutMs`: boot waits, but never blocks on Redis. */
   ready(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
@@ -44,8 +50,15 @@ export function createRedisClients(url: string, logger: Logger): RedisClients {
       logger.warn({ err: error.message }, "redis unavailable; serving from Postgres until it returns");
     downLogged = true;
   };
+  const limiter = new Redis(url, {
+    ...redisOptions(),
+    commandTimeout: undefined,
+    connectionName: "a2a-registry-limiter",
+  });
   command.on("error", onError);
   subscriber.on("error", onError);
+  // Its outages are reported by the limiter itself (a metric and one warning per outage).
+  limiter.on("error", () => {});
   command.on("ready", () => {
     if (downLogged) logger.info("redis available again");
     downLogged = false;
@@ -57,20 +70,24 @@ export function createRedisClients(url: string, logger: Logger): RedisClients {
   return {
     command,
     subscriber,
+    limiter,
     ready: async (timeoutMs) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(false), timeoutMs);
       });
-      const both = Promise.all([connected(command), connected(subscriber)]).then(() => true);
-      const result = await Promise.race([both, timeout]);
+      const all = Promise.all([connected(command), connected(subscriber), connected(limiter)]).then(
+        () => true,
+      );
+      const result = await Promise.race([all, timeout]);
       clearTimeout(timer);
       return result;
     },
     close: async () => {
-      await Promise.allSettled([command.quit(), subscriber.quit()]);
+      await Promise.allSettled([command.quit(), subscriber.quit(), limiter.quit()]);
       command.disconnect();
       subscriber.disconnect();
+      limiter.disconnect();
     },
   };
 }
