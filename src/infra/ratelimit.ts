@@ -31,10 +31,11 @@ const MAX_STALL_RESTARTS = 2;
 /**
  * Calls `onTimeout` once Redis has had REDIS_TIMEOUT_MS of this process's attention to answer, and
  * returns the cancel function. A bare timer would blame Redis for our own stalls (a cold embedded
- * query, a GC pause, the host descheduling us): the event loop runs due timers before it reads
- * sockets, and writes made while the loop is blocked are not even sent until it is free again. The
+ * query, a GC pause, the host descheduling us): a command issued from a callback is not written until
+ * the callback returns, so after a long one the timer is due before the reply can have come back. The
  * instance would then leave the shared bucket and admit from its own. So a timer that fires late
- * restarts the window from now, and the verdict waits one setImmediate for pending replies to be read.
+ * restarts the window from now, and the verdict waits one setImmediate, after the loop's next read of
+ * its sockets.
  */
 function redisDeadline(onTimeout: () => void): () => void {
   let due = performance.now() + REDIS_TIMEOUT_MS;

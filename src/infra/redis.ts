@@ -5,7 +5,7 @@ import type { Logger } from "./logger";
  * Redis connections for one process: `command` for cache reads/writes, `limiter` for the rate limiter,
  * `subscriber` for the invalidation channel (a subscribed connection cannot run other commands).
  *
- * Both fail fast instead of queueing while disconnected: a request must fall back to Postgres at once
+ * All fail fast instead of queueing while disconnected: a request must fall back to Postgres at once
  * rather than wait for Redis to come back. ioredis reconnects on its own in the background.
  */
 export type RedisClients = {
@@ -13,11 +13,12 @@ export type RedisClients = {
   subscriber: Redis;
   /**
    * The rate limiter's own connection, without ioredis's commandTimeout: that timeout is a bare timer,
-   * which after a stall of this process drops a reply already in the socket, and the limiter would leave
-   * the shared bucket for its own. The limiter keeps a tighter deadline that forgives our stalls.
+   * which after a stall of this process rejects a command whose reply is on its way, and the limiter
+   * would leave the shared bucket for its own. The limiter keeps a tighter deadline that forgives our
+   * stalls.
    */
   limiter: Redis;
-  /** Resolves when both connections are up, or false after `timeoutMs`: boot waits, but never blocks on Redis. */
+  /** Resolves when every connection is up, or false after `timeoutMs`: boot waits, but never blocks on Redis. */
   ready(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
 };
